@@ -1,0 +1,164 @@
+//! Engine configuration: a builder whose defaults are the production-safe ones.
+
+use std::time::Duration;
+
+use crate::cookies::CookieSettings;
+
+/// What to do when a request's client fingerprint differs from the one sealed in its session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FingerprintPolicy {
+    /// Do not compare (default: strict binding logs real users out on IP or browser changes).
+    #[default]
+    Off,
+    /// Accept, but mark the session so the caller can emit an anomaly event.
+    Log,
+    /// Reject with `FingerprintMismatch`.
+    Enforce,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The cookie name is empty, too long or has characters a cookie name cannot hold.
+    #[error("invalid cookie name {0:?}")]
+    CookieName(String),
+    /// The cookie's attributes break its name prefix's rules.
+    #[error("cookie prefix rule broken: {0}")]
+    CookiePrefix(&'static str),
+    /// The timeouts contradict each other or are zero.
+    #[error("invalid timeouts: {0}")]
+    Timeouts(&'static str),
+}
+
+/// Engine settings. Build with [`EngineConfig::builder`] or take the [`Default`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) absolute_timeout: Duration,
+    pub(crate) renew_after: Duration,
+    pub(crate) step_up_window: Duration,
+    pub(crate) cookie: CookieSettings,
+    pub(crate) fingerprint: FingerprintPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(24 * 60 * 60),
+            renew_after: Duration::from_secs(60),
+            step_up_window: Duration::from_secs(5 * 60),
+            cookie: CookieSettings::production(),
+            fingerprint: FingerprintPolicy::Off,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// A builder starting from the defaults.
+    ///
+    /// ```
+    /// use sealed_sessions::EngineConfig;
+    /// use std::time::Duration;
+    /// let config = EngineConfig::builder()
+    ///     .idle_timeout(Duration::from_secs(15 * 60))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.idle_timeout(), Duration::from_secs(900));
+    /// ```
+    pub fn builder() -> EngineConfigBuilder {
+        EngineConfigBuilder(EngineConfig::default())
+    }
+
+    /// Idle timeout (default 30 min): a session unused this long is rejected.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+    /// Absolute timeout (default 24 h) from login.
+    pub fn absolute_timeout(&self) -> Duration {
+        self.absolute_timeout
+    }
+    /// Renew-after (default 60 s): a cookie is re-issued only when older than this.
+    pub fn renew_after(&self) -> Duration {
+        self.renew_after
+    }
+    /// Step-up window (default 5 min) for sensitive routes.
+    pub fn step_up_window(&self) -> Duration {
+        self.step_up_window
+    }
+    /// Cookie settings (default: [`CookieSettings::production`]).
+    pub fn cookie(&self) -> &CookieSettings {
+        &self.cookie
+    }
+    /// Fingerprint policy (default: off).
+    pub fn fingerprint(&self) -> FingerprintPolicy {
+        self.fingerprint
+    }
+}
+
+/// Builder for [`EngineConfig`].
+#[derive(Clone, Debug)]
+pub struct EngineConfigBuilder(EngineConfig);
+
+impl EngineConfigBuilder {
+    /// Idle timeout (default 30 min).
+    #[must_use]
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.0.idle_timeout = d;
+        self
+    }
+    /// Absolute timeout (default 24 h).
+    #[must_use]
+    pub fn absolute_timeout(mut self, d: Duration) -> Self {
+        self.0.absolute_timeout = d;
+        self
+    }
+    /// Renew-after interval (default 60 s).
+    #[must_use]
+    pub fn renew_after(mut self, d: Duration) -> Self {
+        self.0.renew_after = d;
+        self
+    }
+    /// Step-up window (default 5 min).
+    #[must_use]
+    pub fn step_up_window(mut self, d: Duration) -> Self {
+        self.0.step_up_window = d;
+        self
+    }
+    /// Cookie settings (default production `__Host-session`).
+    #[must_use]
+    pub fn cookie(mut self, c: CookieSettings) -> Self {
+        self.0.cookie = c;
+        self
+    }
+    /// Fingerprint policy (default off).
+    #[must_use]
+    pub fn fingerprint(mut self, p: FingerprintPolicy) -> Self {
+        self.0.fingerprint = p;
+        self
+    }
+
+    /// Checks and returns the configuration.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming what is wrong.
+    pub fn build(self) -> Result<EngineConfig, ConfigError> {
+        let c = self.0;
+        c.cookie.validate()?;
+        if c.idle_timeout.is_zero() || c.absolute_timeout.is_zero() {
+            return Err(ConfigError::Timeouts("timeouts must be non-zero"));
+        }
+        if c.idle_timeout > c.absolute_timeout {
+            return Err(ConfigError::Timeouts(
+                "idle timeout must not exceed the absolute timeout",
+            ));
+        }
+        if c.renew_after >= c.idle_timeout {
+            return Err(ConfigError::Timeouts(
+                "renew-after must be shorter than the idle timeout, or sessions expire while in use",
+            ));
+        }
+        Ok(c)
+    }
+}

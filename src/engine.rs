@@ -1,0 +1,480 @@
+//! The session lifecycle: issue, validate, renew, regenerate, logout, logout everywhere, step-up.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use cookie::Cookie;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::claims::{Claims, Fingerprint, SessionId};
+use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::config::{EngineConfig, FingerprintPolicy};
+use crate::cookies::MAX_SET_COOKIE_LEN;
+use crate::keys::KeyRing;
+use crate::revocation::{MemoryRevocations, RevocationBackend, RevocationError, Revoked};
+use crate::token::{self, Budget, SealError, TokenError};
+
+/// Why a request's session was not accepted.
+///
+/// Before the token authenticates, every failure is [`Rejection::Invalid`]; the detailed
+/// reasons exist only for tokens that we sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Not a token we sealed, or not for this cookie name, or under a retired key.
+    #[error("invalid session token: {0}")]
+    Invalid(TokenError),
+    /// Past its absolute expiry.
+    #[error("session expired")]
+    Expired,
+    /// Unused for longer than the idle timeout.
+    #[error("session idle for too long")]
+    IdleTimeout,
+    /// Logged out (this session or all of the user's).
+    #[error("session revoked")]
+    Revoked(Revoked),
+    /// The client's fingerprint changed and the policy enforces binding.
+    #[error("session fingerprint mismatch")]
+    FingerprintMismatch,
+    /// The route needs a password check more recent than the step-up window.
+    #[error("recent authentication required")]
+    StepUpRequired,
+}
+
+impl Rejection {
+    /// The stable machine-readable code for this rejection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Invalid(_) => "INVALID",
+            Rejection::Expired => "EXPIRED",
+            Rejection::IdleTimeout => "IDLE_TIMEOUT",
+            Rejection::Revoked(_) => "REVOKED",
+            Rejection::FingerprintMismatch => "FINGERPRINT_MISMATCH",
+            Rejection::StepUpRequired => "STEP_UP_REQUIRED",
+        }
+    }
+}
+
+/// A session operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The session could not be sealed (too large for a cookie, encoding, randomness).
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The revocation could not be recorded in the shared store. It is enforced on this node
+    /// already; the backend keeps retrying.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+}
+
+/// A session that passed validation (or was just issued).
+#[derive(Clone, Debug)]
+pub struct Session<T> {
+    claims: Claims<T>,
+    renewal_due: bool,
+    fingerprint_changed: bool,
+}
+
+impl<T> Session<T> {
+    /// The verified claims.
+    pub fn claims(&self) -> &Claims<T> {
+        &self.claims
+    }
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.claims.session_id
+    }
+    /// The user id.
+    pub fn user_id(&self) -> &str {
+        &self.claims.user_id
+    }
+    /// The application data.
+    pub fn data(&self) -> &T {
+        &self.claims.data
+    }
+    /// Whether the cookie should be re-issued on this response (last renewal older than
+    /// renew-after, or sealed under a key that is no longer primary).
+    pub fn renewal_due(&self) -> bool {
+        self.renewal_due
+    }
+    /// Under [`FingerprintPolicy::Log`]: the request's fingerprint differs from the session's.
+    pub fn fingerprint_changed(&self) -> bool {
+        self.fingerprint_changed
+    }
+}
+
+/// A freshly sealed session: the value to send as the cookie and the session it encodes.
+#[must_use = "the cookie must reach the response, or the client keeps its old session"]
+#[derive(Clone, Debug)]
+pub struct Issued<T> {
+    /// The session now in force.
+    pub session: Session<T>,
+    /// The cookie value (the token).
+    pub token: String,
+    /// How long the browser should keep the cookie: the idle timeout, capped by what is left
+    /// of the absolute lifetime.
+    pub max_age: Duration,
+}
+
+struct Inner {
+    config: EngineConfig,
+    keys: ArcSwap<KeyRing>,
+    revocations: Arc<dyn RevocationBackend>,
+    clock: Arc<dyn Clock>,
+    budget: Budget,
+}
+
+/// The session engine. Cheap to clone; clones share keys, revocations and clock.
+///
+/// ```
+/// use sealed_sessions::{EngineConfig, KeyId, Key, KeyRing, SessionEngine};
+/// # tokio_test_block_on(async {
+/// let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+/// let engine: SessionEngine<String> = SessionEngine::new(EngineConfig::default(), keys);
+/// let issued = engine.issue("alice", "admin".to_string(), None).await.unwrap();
+/// let session = engine.validate(&issued.token, None).unwrap();
+/// assert_eq!(session.user_id(), "alice");
+/// engine.logout(&session).await.unwrap();
+/// assert_eq!(engine.validate(&issued.token, None).unwrap_err().code(), "REVOKED");
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub struct SessionEngine<T> {
+    inner: Arc<Inner>,
+    _data: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for SessionEngine<T> {
+    fn clone(&self) -> Self {
+        SessionEngine {
+            inner: self.inner.clone(),
+            _data: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for SessionEngine<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionEngine")
+            .field("config", &self.inner.config)
+            .field("keys", &**self.inner.keys.load())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
+    /// An engine with the in-process revocation list and the system clock.
+    pub fn new(config: EngineConfig, keys: KeyRing) -> SessionEngine<T> {
+        SessionEngine::with_parts(
+            config,
+            keys,
+            Arc::new(MemoryRevocations::new()),
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// An engine with a chosen revocation backend and clock.
+    pub fn with_parts(
+        config: EngineConfig,
+        keys: KeyRing,
+        revocations: Arc<dyn RevocationBackend>,
+        clock: Arc<dyn Clock>,
+    ) -> SessionEngine<T> {
+        let budget = Budget {
+            overhead: config
+                .cookie
+                .overhead(config.absolute_timeout.max(config.idle_timeout)),
+            limit: MAX_SET_COOKIE_LEN,
+        };
+        SessionEngine {
+            inner: Arc::new(Inner {
+                config,
+                keys: ArcSwap::from_pointee(keys),
+                revocations,
+                clock,
+                budget,
+            }),
+            _data: PhantomData,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The revocation backend.
+    pub fn revocations(&self) -> &Arc<dyn RevocationBackend> {
+        &self.inner.revocations
+    }
+
+    /// The current time on the engine's clock.
+    pub fn now(&self) -> UnixMillis {
+        self.inner.clock.now()
+    }
+
+    /// The key ring in use.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.inner.keys.load_full()
+    }
+
+    /// Replaces the key ring (rotation without restart). Requests in flight finish with the old
+    /// ring.
+    pub fn replace_keys(&self, keys: KeyRing) {
+        self.inner.keys.store(Arc::new(keys));
+    }
+
+    /// Validates a cookie value at the clock's current time.
+    ///
+    /// # Errors
+    /// A [`Rejection`] saying why the session is not accepted.
+    pub fn validate(
+        &self,
+        token: &str,
+        fingerprint: Option<&Fingerprint>,
+    ) -> Result<Session<T>, Rejection> {
+        self.validate_at(token, fingerprint, self.inner.clock.now())
+    }
+
+    /// Validates a cookie value at `now`: open, absolute expiry, idle timeout, revocation,
+    /// fingerprint — in that order.
+    ///
+    /// # Errors
+    /// A [`Rejection`] saying why the session is not accepted.
+    pub fn validate_at(
+        &self,
+        token: &str,
+        fingerprint: Option<&Fingerprint>,
+        now: UnixMillis,
+    ) -> Result<Session<T>, Rejection> {
+        let inner = &*self.inner;
+        let keys = inner.keys.load();
+        let untrusted = token::UntrustedToken::parse(token).map_err(Rejection::Invalid)?;
+        let sealed_under_primary = untrusted.key_id() == keys.primary_id().as_str();
+        let claims: Claims<T> = untrusted
+            .open(&keys, inner.config.cookie.name())
+            .map_err(Rejection::Invalid)?;
+        if now >= claims.expires_at {
+            return Err(Rejection::Expired);
+        }
+        if now.since(claims.last_seen) > inner.config.idle_timeout {
+            return Err(Rejection::IdleTimeout);
+        }
+        inner
+            .revocations
+            .check(&claims.session_id, &claims.user_id, claims.version, now)
+            .map_err(Rejection::Revoked)?;
+        let fingerprint_changed = match (inner.config.fingerprint, &claims.fingerprint) {
+            (FingerprintPolicy::Off, _) | (_, None) => false,
+            (policy, Some(sealed)) => {
+                let same = fingerprint.is_some_and(|f| f.ct_eq(sealed));
+                if !same && policy == FingerprintPolicy::Enforce {
+                    return Err(Rejection::FingerprintMismatch);
+                }
+                !same
+            }
+        };
+        let renewal_due =
+            now.since(claims.last_seen) >= inner.config.renew_after || !sealed_under_primary;
+        Ok(Session {
+            claims,
+            renewal_due,
+            fingerprint_changed,
+        })
+    }
+
+    /// Checks that the session's last password or step-up check is within `window` (the
+    /// configured step-up window when `None`).
+    ///
+    /// # Errors
+    /// [`Rejection::StepUpRequired`].
+    pub fn require_fresh(
+        &self,
+        session: &Session<T>,
+        window: Option<Duration>,
+    ) -> Result<(), Rejection> {
+        let window = window.unwrap_or(self.inner.config.step_up_window);
+        if self.now().since(session.claims.auth_time) <= window {
+            Ok(())
+        } else {
+            Err(Rejection::StepUpRequired)
+        }
+    }
+
+    fn seal(&self, claims: Claims<T>, now: UnixMillis) -> Result<Issued<T>, EngineError> {
+        let inner = &*self.inner;
+        let keys = inner.keys.load();
+        let token = token::seal(&keys, inner.config.cookie.name(), &claims, inner.budget)?;
+        let max_age = inner.config.idle_timeout.min(claims.expires_at.since(now));
+        Ok(Issued {
+            session: Session {
+                claims,
+                renewal_due: false,
+                fingerprint_changed: false,
+            },
+            token,
+            max_age,
+        })
+    }
+
+    /// Login: a new session with a fresh id, whatever cookie came in.
+    ///
+    /// # Errors
+    /// [`EngineError::Seal`] (data too large for a cookie), [`EngineError::Revocation`] (the
+    /// user's version could not be read).
+    pub async fn issue(
+        &self,
+        user_id: impl Into<String>,
+        data: T,
+        fingerprint: Option<Fingerprint>,
+    ) -> Result<Issued<T>, EngineError> {
+        let user_id = user_id.into();
+        let version = self.inner.revocations.current_version(&user_id).await?;
+        let now = self.now();
+        let claims = Claims {
+            session_id: new_session_id()?,
+            user_id,
+            version,
+            created_at: now,
+            auth_time: now,
+            last_seen: now,
+            expires_at: now.saturating_add(self.inner.config.absolute_timeout),
+            fingerprint,
+            data,
+        };
+        self.seal(claims, now)
+    }
+
+    /// Sliding renewal: the same session with `last_seen` set to now, sealed under the primary
+    /// key. Call when [`Session::renewal_due`].
+    ///
+    /// # Errors
+    /// [`EngineError::Seal`].
+    pub fn renew(&self, session: &Session<T>) -> Result<Issued<T>, EngineError> {
+        let now = self.now();
+        let mut claims = session.claims.clone();
+        claims.last_seen = now;
+        self.seal(claims, now)
+    }
+
+    /// The same session with new application data.
+    ///
+    /// # Errors
+    /// [`EngineError::Seal`] (for instance when the data is too large for a cookie).
+    pub fn update(&self, session: &Session<T>, data: T) -> Result<Issued<T>, EngineError> {
+        let now = self.now();
+        let mut claims = session.claims.clone();
+        claims.data = data;
+        claims.last_seen = now;
+        self.seal(claims, now)
+    }
+
+    /// Step-up: the user just re-entered their password; refreshes `auth_time`.
+    ///
+    /// # Errors
+    /// [`EngineError::Seal`].
+    pub fn step_up(&self, session: &Session<T>) -> Result<Issued<T>, EngineError> {
+        let now = self.now();
+        let mut claims = session.claims.clone();
+        claims.auth_time = now;
+        claims.last_seen = now;
+        self.seal(claims, now)
+    }
+
+    /// Privilege change: a new session id carrying the same data (or `data` when given), and the
+    /// old id revoked. The absolute expiry is kept.
+    ///
+    /// # Errors
+    /// [`EngineError::Revocation`] when the old id could not be recorded in the shared store (it
+    /// is revoked on this node already), [`EngineError::Seal`].
+    pub async fn regenerate(
+        &self,
+        session: &Session<T>,
+        data: Option<T>,
+    ) -> Result<Issued<T>, EngineError> {
+        let now = self.now();
+        let mut claims = session.claims.clone();
+        claims.session_id = new_session_id()?;
+        claims.last_seen = now;
+        if let Some(d) = data {
+            claims.data = d;
+        }
+        let issued = self.seal(claims, now)?;
+        self.inner
+            .revocations
+            .revoke_session(session.id(), session.claims.expires_at, now)
+            .await?;
+        Ok(issued)
+    }
+
+    /// Logout: revokes this session id until its absolute expiry.
+    ///
+    /// # Errors
+    /// [`EngineError::Revocation`] when the shared store did not take it (enforced locally and
+    /// retried in the background).
+    pub async fn logout(&self, session: &Session<T>) -> Result<(), EngineError> {
+        self.inner
+            .revocations
+            .revoke_session(session.id(), session.claims.expires_at, self.now())
+            .await?;
+        Ok(())
+    }
+
+    /// Logout everywhere: every token of `user_id` issued before now dies. Returns the new
+    /// minimum version.
+    ///
+    /// # Errors
+    /// [`EngineError::Revocation`] when the shared store did not take it (enforced locally and
+    /// retried in the background).
+    pub async fn logout_everywhere(&self, user_id: &str) -> Result<u64, EngineError> {
+        let now = self.now();
+        let until = now.saturating_add(self.inner.config.absolute_timeout);
+        Ok(self
+            .inner
+            .revocations
+            .bump_user_version(user_id, now, until)
+            .await?)
+    }
+
+    /// Password change: every other session of the user dies, and this one continues under a
+    /// new id and the new version, with a fresh `auth_time`.
+    ///
+    /// # Errors
+    /// As [`SessionEngine::logout_everywhere`] and [`EngineError::Seal`].
+    pub async fn logout_other_sessions(
+        &self,
+        session: &Session<T>,
+    ) -> Result<Issued<T>, EngineError> {
+        let version = self.logout_everywhere(session.user_id()).await?;
+        let now = self.now();
+        let mut claims = session.claims.clone();
+        claims.session_id = new_session_id()?;
+        claims.version = version;
+        claims.auth_time = now;
+        claims.last_seen = now;
+        self.seal(claims, now)
+    }
+
+    /// The Set-Cookie for an issued session.
+    pub fn set_cookie(&self, issued: &Issued<T>) -> Cookie<'static> {
+        self.inner
+            .config
+            .cookie
+            .build(issued.token.clone(), issued.max_age)
+    }
+
+    /// The Set-Cookie that deletes the session cookie.
+    pub fn clear_cookie(&self) -> Cookie<'static> {
+        self.inner.config.cookie.clearing()
+    }
+}
+
+fn new_session_id() -> Result<SessionId, EngineError> {
+    SessionId::generate().map_err(|e| EngineError::Seal(SealError::Random(e.to_string())))
+}

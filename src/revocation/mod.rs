@@ -1,0 +1,122 @@
+//! Revocation: the part of a session that stateless tokens cannot do.
+//!
+//! Two kinds of entry, both with an expiry so the list stays bounded without ever evicting a
+//! live revocation:
+//! - **revoked session ids** (single logout, regeneration), kept until the token's absolute
+//!   expiry — after that the token is rejected as expired anyway;
+//! - **per-user minimum session versions** (logout everywhere, password change), kept until
+//!   `bump time + absolute timeout` — after that every token issued before the bump has expired.
+//!
+//! The engine talks to a [`RevocationBackend`]. [`MemoryRevocations`] is the in-process list; the
+//! Redis-synced backend wraps one and adds replication. [`RevocationBackend::check`] is the hot
+//! path: synchronous, no I/O, no lock a writer holds for long.
+//!
+//! # Why versions are `max(current + 1, now_ms)`
+//! A user's new minimum version is derived from the clock as well as from the stored value. If
+//! the store that remembers versions loses its data (Redis restarted empty, an entry expired),
+//! `current` reads as 0 — but every token in circulation carries a version no greater than the
+//! time its user last bumped, which is in the past; `now_ms` is larger than all of them, so the
+//! new bump still revokes every older token. `current + 1` keeps versions strictly increasing
+//! when two bumps land in the same millisecond or a node's clock is behind the stored value.
+
+mod filter;
+pub mod memory;
+mod table;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use memory::MemoryRevocations;
+
+use crate::claims::SessionId;
+use crate::clock::UnixMillis;
+
+/// A boxed future, so the backend trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The new minimum version for a user whose current one is `current`, bumped at `now`.
+pub fn next_version(current: u64, now: UnixMillis) -> u64 {
+    current.saturating_add(1).max(now.0)
+}
+
+/// A failure to record or read a revocation in a shared store.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// The shared store could not be reached. A revocation that returned this is already enforced
+    /// on this node and is retried in the background until the store accepts it.
+    #[error("revocation store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Why a token is revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// The session id was revoked (logout, regeneration).
+    Session,
+    /// The user's sessions older than a version were revoked (logout everywhere).
+    UserVersion,
+}
+
+/// Sizes for metrics and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevocationStats {
+    /// Revoked session ids held (including expired ones not yet swept).
+    pub revoked_sessions: usize,
+    /// Users with a minimum version held.
+    pub user_versions: usize,
+    /// Approximate bytes held by both lists.
+    pub approx_bytes: usize,
+}
+
+/// Replication health, for `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// Backend name (`memory`, `redis`).
+    pub backend: &'static str,
+    /// Whether this node is in sync with the shared store (always true for `memory`).
+    pub synced: bool,
+    /// How far behind the shared store this node may be, in milliseconds.
+    pub lag_ms: u64,
+}
+
+/// Where revocations live. The engine holds one as `Arc<dyn RevocationBackend>`.
+pub trait RevocationBackend: Send + Sync + 'static {
+    /// Is this token revoked? Called on every request: must not block or do I/O.
+    fn check(
+        &self,
+        session_id: &SessionId,
+        user_id: &str,
+        version: u64,
+        now: UnixMillis,
+    ) -> Result<(), Revoked>;
+
+    /// The version to put in a new token for `user_id` (the current minimum, 0 if none).
+    fn current_version<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<u64, RevocationError>>;
+
+    /// Revokes one session id until `until` (its token's absolute expiry).
+    fn revoke_session(
+        &self,
+        session_id: SessionId,
+        until: UnixMillis,
+        now: UnixMillis,
+    ) -> BoxFuture<'_, Result<(), RevocationError>>;
+
+    /// Raises the user's minimum version to [`next_version`]; the entry lives until `until`
+    /// (bump time + absolute timeout). Returns the new version.
+    fn bump_user_version<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: UnixMillis,
+        until: UnixMillis,
+    ) -> BoxFuture<'a, Result<u64, RevocationError>>;
+
+    /// Sizes of the lists.
+    fn stats(&self) -> RevocationStats;
+
+    /// Replication health.
+    fn sync_status(&self) -> SyncStatus;
+}

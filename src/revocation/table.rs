@@ -1,0 +1,314 @@
+//! The compact expiring table behind the in-process revocation list.
+//!
+//! Why not moka: at 1,000,000 entries a moka cache of 16-byte keys with per-entry expiry took
+//! about 369 bytes per entry and 1.3–1.9 µs for a lookup of a random key, while a request must
+//! check two lists in well under 100 ns. This table stores a revoked session id in 20 bytes
+//! (16-byte key, 32-bit expiry in seconds) inside a `hashbrown::HashTable`, and puts a
+//! [`BlockFilter`] in front so the common answer — "not revoked" — costs one hash and one cache
+//! line. The benchmark `revocation/*` and the README record the measurements.
+//!
+//! Concurrency: readers never take a lock a writer holds for long. They check the filter
+//! (lock-free), and only on a filter hit take a read lock on one of 16 shards. Writers are
+//! serialised by one mutex that readers never touch; each write sets the filter bits *before*
+//! inserting into the shard, so a reader that finds the entry also finds the bits. Purging
+//! expired entries rebuilds the filter (bits cannot be cleared) and swaps it in atomically.
+//!
+//! Entries are never evicted for capacity: an entry leaves only when it has expired, so a live
+//! revocation is never lost. Expiry is checked on lookup too, so purge timing never changes an
+//! answer, only memory.
+
+use std::hash::BuildHasher;
+
+use arc_swap::ArcSwap;
+use hashbrown::HashTable;
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::filter::BlockFilter;
+
+const SHARDS: usize = 16;
+
+/// A table value that knows when it stops mattering.
+pub(crate) trait Expiring {
+    /// Unix seconds after which the entry can be dropped.
+    fn expires_at_secs(&self) -> u64;
+}
+
+struct Shard<V> {
+    // Keys are stored next to values so the table can rehash without outside help.
+    entries: HashTable<([u8; 16], V)>,
+}
+
+struct WriterState {
+    /// Lazy purging: the next time a write may sweep expired entries.
+    next_purge_secs: u64,
+}
+
+/// A concurrent map from 16-byte keys to expiring values.
+pub(crate) struct ExpiringTable<V> {
+    hasher: foldhash::fast::RandomState,
+    shards: Box<[RwLock<Shard<V>>]>,
+    filter: ArcSwap<BlockFilter>,
+    // Serialises writers (insert, purge, filter rebuild); readers never take it.
+    writer: Mutex<WriterState>,
+    len: AtomicUsize,
+    purge_every_secs: u64,
+}
+
+impl<V: Expiring> ExpiringTable<V> {
+    /// An empty table that sweeps expired entries at most every `purge_every_secs` on writes.
+    pub(crate) fn new(purge_every_secs: u64) -> ExpiringTable<V> {
+        ExpiringTable {
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    RwLock::new(Shard {
+                        entries: HashTable::new(),
+                    })
+                })
+                .collect(),
+            filter: ArcSwap::from_pointee(BlockFilter::with_capacity(0)),
+            writer: Mutex::new(WriterState { next_purge_secs: 0 }),
+            len: AtomicUsize::new(0),
+            purge_every_secs,
+        }
+    }
+
+    #[inline]
+    fn hash(&self, key: &[u8; 16]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<Shard<V>> {
+        // Bits 40..44: disjoint from the low bits hashbrown uses for buckets and the top 7 bits
+        // it uses for tags.
+        &self.shards[((hash >> 40) as usize) & (SHARDS - 1)]
+    }
+
+    /// Looks a key up; `f` sees the value if present and unexpired at `now_secs`.
+    #[inline]
+    pub(crate) fn get<R>(
+        &self,
+        key: &[u8; 16],
+        now_secs: u64,
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
+        let hash = self.hash(key);
+        if !self.filter.load().may_contain(hash) {
+            return None;
+        }
+        let shard = self.shard(hash).read();
+        shard
+            .entries
+            .find(hash, |(k, _)| k == key)
+            .filter(|(_, v)| v.expires_at_secs() >= now_secs)
+            .map(|(_, v)| f(v))
+    }
+
+    /// Inserts or updates the entry for `key`: `merge` receives the current value (if any) and
+    /// returns the new one.
+    pub(crate) fn upsert(&self, key: [u8; 16], now_secs: u64, merge: impl FnOnce(Option<V>) -> V) {
+        let mut w = self.writer.lock();
+        if now_secs >= w.next_purge_secs {
+            self.purge_locked(now_secs);
+            w.next_purge_secs = now_secs.saturating_add(self.purge_every_secs);
+        }
+        let hash = self.hash(&key);
+        // Grow the filter before it gets crowded.
+        if self.len.load(Ordering::Relaxed) + 1 > self.filter.load().capacity() {
+            self.rebuild_filter_locked(2 * (self.len.load(Ordering::Relaxed) + 1));
+        }
+        // Filter first: a reader that sees the entry must also see its bits.
+        self.filter.load().insert(hash);
+        let mut shard = self.shard(hash).write();
+        match shard.entries.find_entry(hash, |(k, _)| *k == key) {
+            Ok(occupied) => {
+                let ((k, old), _) = occupied.remove();
+                shard
+                    .entries
+                    .insert_unique(hash, (k, merge(Some(old))), |(k, _)| self.hash(k));
+            }
+            Err(_) => {
+                shard
+                    .entries
+                    .insert_unique(hash, (key, merge(None)), |(k, _)| self.hash(k));
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes every entry expired at `now_secs`; returns how many were removed.
+    pub(crate) fn purge_expired(&self, now_secs: u64) -> usize {
+        let mut w = self.writer.lock();
+        w.next_purge_secs = now_secs.saturating_add(self.purge_every_secs);
+        self.purge_locked(now_secs)
+    }
+
+    fn purge_locked(&self, now_secs: u64) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut s = shard.write();
+            let before = s.entries.len();
+            s.entries.retain(|(_, v)| v.expires_at_secs() >= now_secs);
+            if s.entries.capacity() > 64 && s.entries.len() < s.entries.capacity() / 4 {
+                let hasher = &self.hasher;
+                s.entries.shrink_to_fit(|(k, _)| hasher.hash_one(k));
+            }
+            removed += before - s.entries.len();
+        }
+        if removed > 0 {
+            self.len.fetch_sub(removed, Ordering::Relaxed);
+            // Expired keys' bits stay set until the filter is rebuilt.
+            self.rebuild_filter_locked(self.len.load(Ordering::Relaxed));
+        }
+        removed
+    }
+
+    fn rebuild_filter_locked(&self, capacity: usize) {
+        let filter = BlockFilter::with_capacity(capacity);
+        for shard in self.shards.iter() {
+            for (k, _) in shard.read().entries.iter() {
+                filter.insert(self.hash(k));
+            }
+        }
+        self.filter.store(Arc::new(filter));
+    }
+
+    /// Number of entries (including expired ones not yet purged).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` on every entry unexpired at `now_secs` (for re-publishing to a shared store).
+    pub(crate) fn for_each_live(&self, now_secs: u64, mut f: impl FnMut(&[u8; 16], &V)) {
+        for shard in self.shards.iter() {
+            for (k, v) in shard.read().entries.iter() {
+                if v.expires_at_secs() >= now_secs {
+                    f(k, v);
+                }
+            }
+        }
+    }
+
+    /// Approximate heap bytes held: table buckets plus the filter.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        let per_bucket = std::mem::size_of::<([u8; 16], V)>() + 1;
+        let buckets: usize = self
+            .shards
+            .iter()
+            .map(|s| s.read().entries.capacity())
+            .sum();
+        // capacity() is 7/8 of the bucket count for large tables.
+        buckets * 8 / 7 * per_bucket + self.filter.load().bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Until(u64);
+    impl Expiring for Until {
+        fn expires_at_secs(&self) -> u64 {
+            self.0
+        }
+    }
+
+    fn key(i: u32) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k[8] = 0xAB;
+        k
+    }
+
+    #[test]
+    fn inserted_keys_are_found_until_they_expire() {
+        let t: ExpiringTable<Until> = ExpiringTable::new(10);
+        t.upsert(key(1), 100, |_| Until(200));
+        assert_eq!(t.get(&key(1), 150, |v| *v), Some(Until(200)));
+        assert_eq!(t.get(&key(1), 200, |v| *v), Some(Until(200)));
+        assert_eq!(t.get(&key(1), 201, |v| *v), None);
+        assert_eq!(t.get(&key(2), 150, |v| *v), None);
+    }
+
+    #[test]
+    fn upsert_merges_with_the_existing_value() {
+        let t: ExpiringTable<Until> = ExpiringTable::new(10);
+        t.upsert(key(1), 0, |_| Until(50));
+        t.upsert(key(1), 0, |old| Until(old.map_or(0, |o| o.0.max(20))));
+        assert_eq!(t.get(&key(1), 0, |v| *v), Some(Until(50)));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn purge_removes_only_expired_entries() {
+        let t: ExpiringTable<Until> = ExpiringTable::new(1_000_000);
+        for i in 0..1000 {
+            t.upsert(key(i), 0, |_| Until(if i % 2 == 0 { 10 } else { 20 }));
+        }
+        assert_eq!(
+            t.purge_expired(10),
+            0,
+            "entries are kept through their expiry second"
+        );
+        assert_eq!(t.purge_expired(11), 500);
+        assert_eq!(t.len(), 500);
+        assert!(
+            (0..1000)
+                .filter(|i| i % 2 == 1)
+                .all(|i| t.get(&key(i), 11, |_| ()).is_some())
+        );
+        assert_eq!(t.purge_expired(21), 500);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn writes_purge_lazily_once_the_interval_has_passed() {
+        let t: ExpiringTable<Until> = ExpiringTable::new(60);
+        t.upsert(key(1), 0, |_| Until(5));
+        t.upsert(key(2), 30, |_| Until(100)); // within the interval: no sweep yet
+        assert_eq!(t.len(), 2);
+        t.upsert(key(3), 61, |_| Until(100)); // sweep due
+        assert_eq!(t.len(), 2);
+        assert!(t.get(&key(1), 0, |_| ()).is_none(), "purged entry is gone");
+    }
+
+    #[test]
+    fn filter_grows_and_never_hides_an_entry() {
+        let t: ExpiringTable<Until> = ExpiringTable::new(1_000_000);
+        for i in 0..50_000 {
+            t.upsert(key(i), 0, |_| Until(10));
+        }
+        assert!((0..50_000).all(|i| t.get(&key(i), 0, |_| ()).is_some()));
+        assert!(t.filter.load().capacity() >= 50_000);
+    }
+
+    #[test]
+    fn concurrent_readers_see_entries_written_before_they_looked() {
+        let t: Arc<ExpiringTable<Until>> = Arc::new(ExpiringTable::new(1_000_000));
+        let writer = {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    t.upsert(key(i), 0, |_| Until(10));
+                }
+            })
+        };
+        // Every key found once must stay found (no lost bits during filter rebuilds).
+        let mut seen = 0;
+        while seen < 20_000 {
+            if t.get(&key(seen), 0, |_| ()).is_some() {
+                seen += 1;
+                if seen > 1 {
+                    assert!(t.get(&key(seen - 2), 0, |_| ()).is_some());
+                }
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        writer.join().expect("writer");
+    }
+}

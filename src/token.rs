@@ -1,0 +1,298 @@
+//! The token format: what the cookie value is, byte for byte.
+//!
+//! ```text
+//! token  = base64url-nopad( raw )                      (RFC 4648 §5, no '=' padding)
+//! raw    = version | kid_len | kid | nonce | ciphertext | tag
+//!   version    1 byte   format version, currently 0x01
+//!   kid_len    1 byte   length of the key id, 1..=16
+//!   kid        kid_len  the key id, ASCII [A-Za-z0-9_-]
+//!   nonce      24 bytes random XChaCha20 nonce (OS CSPRNG)
+//!   ciphertext n bytes  XChaCha20-Poly1305 encryption of postcard(Claims<T>)
+//!   tag        16 bytes Poly1305 tag
+//! aad    = version | kid_len | kid | cookie_name
+//! ```
+//!
+//! The associated data binds the format version, the key id and the cookie name: a token sealed
+//! for one cookie name (one purpose) fails authentication under any other, and a key id cannot be
+//! swapped without breaking the tag. The header is self-delimiting (length-prefixed key id), so
+//! `header || cookie_name` is unambiguous.
+//!
+//! Parsing runs in two steps, each with its own type: [`UntrustedToken::parse`] checks length,
+//! base64 and header syntax; [`UntrustedToken::open`] verifies the tag and only then decodes
+//! [`Claims`]. Every failure is a [`TokenError`]; nothing here panics on any input.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::aead::{self, NONCE_LEN, TAG_LEN};
+use crate::claims::Claims;
+use crate::keys::{KeyId, KeyRing};
+
+/// The current token format version.
+pub const FORMAT_VERSION: u8 = 1;
+/// The longest token (cookie value) we will try to open: a browser keeps at most 4096 bytes of
+/// name, value and attributes, so nothing longer can be one of ours.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Longest key id.
+pub const MAX_KEY_ID_LEN: usize = 16;
+/// Longest cookie name accepted as associated data.
+pub const MAX_COOKIE_NAME_LEN: usize = 64;
+
+/// Why a token could not be opened. Before the tag verifies every failure is "invalid" to the
+/// outside world; the variants exist for logs and for the operator CLI's `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The input is longer than any token we issue; it was not decoded.
+    #[error("token is {len} bytes, longer than the {max}-byte limit")]
+    TooLong {
+        /// Input length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The input is not unpadded base64url.
+    #[error("token is not valid base64url")]
+    BadEncoding,
+    /// The decoded input is too short to hold a header, nonce and tag.
+    #[error("token is truncated")]
+    Truncated,
+    /// The format version byte is not one this build understands.
+    #[error("unknown token format version {0}")]
+    UnknownVersion(u8),
+    /// The key id in the header is malformed.
+    #[error("malformed key id in token header")]
+    BadKeyId,
+    /// The key id is well formed but no key in the ring has it (retired or never known).
+    #[error("token was sealed under key id {0:?}, which is not in the key ring")]
+    UnknownKey(String),
+    /// Authentication failed: tampered, sealed under a different key with the same id, or
+    /// sealed for another cookie name. Deliberately one opaque case.
+    #[error("token failed authentication (tampered, wrong key or other cookie name)")]
+    Unauthentic,
+    /// The tag verified but the claims do not decode as this application's claims type.
+    #[error("token claims do not decode: {0}")]
+    Claims(String),
+}
+
+/// Why a session could not be sealed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The Set-Cookie header would pass the browser limit; a browser would drop it silently.
+    #[error("session cookie would be {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Size of the whole Set-Cookie value (name, value and attributes) that would be sent.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The claims could not be encoded.
+    #[error("session claims could not be encoded: {0}")]
+    Encode(String),
+    /// The operating system's random generator failed.
+    #[error("operating system randomness unavailable: {0}")]
+    Random(String),
+    /// The cookie name is unusable as associated data.
+    #[error("cookie name is longer than {MAX_COOKIE_NAME_LEN} bytes")]
+    CookieName,
+}
+
+/// Length of the base64url-nopad encoding of `n` bytes.
+pub const fn encoded_len(n: usize) -> usize {
+    (n * 4).div_ceil(3)
+}
+
+fn header_len(kid: &KeyId) -> usize {
+    2 + kid.as_bytes().len()
+}
+
+/// Size of the token for a plaintext of `plaintext_len` bytes under `kid`.
+pub(crate) fn token_len(kid: &KeyId, plaintext_len: usize) -> usize {
+    encoded_len(header_len(kid) + NONCE_LEN + plaintext_len + TAG_LEN)
+}
+
+/// Builds the associated data on the stack: header bytes then the cookie name.
+struct Aad {
+    buf: [u8; 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN],
+    len: usize,
+}
+
+impl Aad {
+    fn new(header: &[u8], cookie_name: &[u8]) -> Option<Aad> {
+        let len = header.len() + cookie_name.len();
+        let mut buf = [0u8; 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN];
+        if header.len() > 2 + MAX_KEY_ID_LEN || cookie_name.len() > MAX_COOKIE_NAME_LEN {
+            return None;
+        }
+        buf[..header.len()].copy_from_slice(header);
+        buf[header.len()..len].copy_from_slice(cookie_name);
+        Some(Aad { buf, len })
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// How many bytes a sealed token may take: the Set-Cookie value is `overhead + token` bytes
+/// (name, `=`, attributes) and must not pass `limit`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    pub(crate) overhead: usize,
+    pub(crate) limit: usize,
+}
+
+/// Seals `claims` under the ring's primary key with a random nonce. Refuses, before encrypting,
+/// a token that would not fit the budget.
+pub(crate) fn seal<T: Serialize>(
+    ring: &KeyRing,
+    cookie_name: &str,
+    claims: &Claims<T>,
+    budget: Budget,
+) -> Result<String, SealError> {
+    use rand::TryRngCore;
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut nonce)
+        .map_err(|e| SealError::Random(e.to_string()))?;
+    seal_with_nonce(ring, cookie_name, claims, &nonce, budget)
+}
+
+/// Seals with a caller-chosen nonce. Only for test vectors: a nonce must never repeat under one
+/// key, so production sealing always draws it from the OS.
+pub(crate) fn seal_with_nonce<T: Serialize>(
+    ring: &KeyRing,
+    cookie_name: &str,
+    claims: &Claims<T>,
+    nonce: &[u8; NONCE_LEN],
+    budget: Budget,
+) -> Result<String, SealError> {
+    let (kid, key) = ring.primary();
+    let kid_bytes = kid.as_bytes();
+    let mut raw = Vec::with_capacity(header_len(kid) + NONCE_LEN + 128 + TAG_LEN);
+    raw.push(FORMAT_VERSION);
+    // KeyId guarantees 1..=16 bytes.
+    raw.push(kid_bytes.len() as u8);
+    raw.extend_from_slice(kid_bytes);
+    let hlen = raw.len();
+    let aad = Aad::new(&raw[..hlen], cookie_name.as_bytes()).ok_or(SealError::CookieName)?;
+    raw.extend_from_slice(nonce);
+    let body_start = raw.len();
+    let mut raw = postcard::to_extend(claims, raw).map_err(|e| SealError::Encode(e.to_string()))?;
+    let size = budget.overhead + token_len(kid, raw.len() - body_start);
+    if size > budget.limit {
+        return Err(SealError::TooLarge {
+            size,
+            limit: budget.limit,
+        });
+    }
+    let tag = aead::seal_in_place(
+        key.expose_secret(),
+        nonce,
+        aad.as_slice(),
+        &mut raw[body_start..],
+    );
+    raw.extend_from_slice(&tag);
+    Ok(URL_SAFE_NO_PAD.encode(&raw))
+}
+
+/// A token that has been decoded and whose header parsed, but whose tag has not been checked.
+/// Nothing in it is trusted.
+pub struct UntrustedToken {
+    raw: Vec<u8>,
+    kid_end: usize,
+}
+
+impl UntrustedToken {
+    /// Decodes a cookie value and checks the header's syntax. Refuses over-long input before
+    /// decoding it.
+    ///
+    /// # Errors
+    /// [`TokenError::TooLong`], [`TokenError::BadEncoding`], [`TokenError::Truncated`],
+    /// [`TokenError::UnknownVersion`], [`TokenError::BadKeyId`].
+    pub fn parse(token: &str) -> Result<UntrustedToken, TokenError> {
+        let bytes = token.as_bytes();
+        if bytes.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong {
+                len: bytes.len(),
+                max: MAX_TOKEN_LEN,
+            });
+        }
+        let mut raw = Vec::with_capacity(bytes.len() * 3 / 4 + 3);
+        URL_SAFE_NO_PAD
+            .decode_vec(bytes, &mut raw)
+            .map_err(|_| TokenError::BadEncoding)?;
+        let Some(&version) = raw.first() else {
+            return Err(TokenError::Truncated);
+        };
+        if version != FORMAT_VERSION {
+            return Err(TokenError::UnknownVersion(version));
+        }
+        let Some(&kid_len) = raw.get(1) else {
+            return Err(TokenError::Truncated);
+        };
+        let kid_len = usize::from(kid_len);
+        if kid_len == 0 || kid_len > MAX_KEY_ID_LEN {
+            return Err(TokenError::BadKeyId);
+        }
+        let kid_end = 2 + kid_len;
+        if raw.len() < kid_end + NONCE_LEN + TAG_LEN {
+            return Err(TokenError::Truncated);
+        }
+        if !raw[2..kid_end]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return Err(TokenError::BadKeyId);
+        }
+        Ok(UntrustedToken { raw, kid_end })
+    }
+
+    /// The key id named in the header (ASCII, checked by `parse`).
+    pub fn key_id(&self) -> &str {
+        // parse() checked these bytes are ASCII.
+        std::str::from_utf8(&self.raw[2..self.kid_end]).unwrap_or("")
+    }
+
+    /// Verifies the tag with the ring's key of the header's id and the cookie name, then decodes
+    /// the claims. Trailing bytes after the claims are refused.
+    ///
+    /// # Errors
+    /// [`TokenError::UnknownKey`], [`TokenError::Unauthentic`], [`TokenError::Claims`].
+    pub fn open<T: DeserializeOwned>(
+        mut self,
+        ring: &KeyRing,
+        cookie_name: &str,
+    ) -> Result<Claims<T>, TokenError> {
+        let kid_end = self.kid_end;
+        let Some(key) = ring.get(&self.raw[2..kid_end]) else {
+            return Err(TokenError::UnknownKey(self.key_id().to_owned()));
+        };
+        let aad = Aad::new(&self.raw[..kid_end], cookie_name.as_bytes())
+            .ok_or(TokenError::Unauthentic)?;
+        let (head, body) = self.raw.split_at_mut(kid_end + NONCE_LEN);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&head[kid_end..]);
+        let plain = aead::open_in_place(key.expose_secret(), &nonce, aad.as_slice(), body)
+            .map_err(|_| TokenError::Unauthentic)?;
+        match postcard::take_from_bytes::<Claims<T>>(plain) {
+            Ok((claims, [])) => Ok(claims),
+            Ok(_) => Err(TokenError::Claims("trailing bytes after claims".into())),
+            Err(e) => Err(TokenError::Claims(e.to_string())),
+        }
+    }
+}
+
+/// Parses and opens in one step.
+///
+/// # Errors
+/// Any [`TokenError`].
+pub fn open<T: DeserializeOwned>(
+    ring: &KeyRing,
+    cookie_name: &str,
+    token: &str,
+) -> Result<Claims<T>, TokenError> {
+    UntrustedToken::parse(token)?.open(ring, cookie_name)
+}
