@@ -1,1 +1,3 @@
+//! Benchmarks (see the bench branch).
+
 fn main() {}

@@ -1,1 +1,3 @@
+//! The `sealed-sessions` binary (reference server and operator CLI).
+
 fn main() {}

@@ -1,0 +1,460 @@
+//! The session lifecycle with an injected clock: timeouts, renewal, regeneration, logout,
+//! logout everywhere, step-up, fingerprints, rotation and revocation expiry.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealed_sessions::clock::{ManualClock, UnixMillis};
+use sealed_sessions::config::FingerprintPolicy;
+use sealed_sessions::engine::{EngineError, Rejection};
+use sealed_sessions::revocation::{RevocationBackend, Revoked, next_version};
+use sealed_sessions::token::{SealError, TokenError};
+use sealed_sessions::{
+    CookieSettings, EngineConfig, Fingerprint, Key, KeyId, KeyRing, MemoryRevocations,
+    SessionEngine,
+};
+
+const T0: UnixMillis = UnixMillis(1_767_225_600_000);
+const MIN: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    engine: SessionEngine<String>,
+    clock: ManualClock,
+    list: Arc<MemoryRevocations>,
+}
+
+fn key(id: &str, b: u8) -> (KeyId, Key) {
+    (KeyId::new(id).unwrap(), Key::from_bytes([b; 32]))
+}
+
+fn fixture_with(config: EngineConfig, keys: KeyRing) -> Fixture {
+    let clock = ManualClock::new(T0);
+    let list = Arc::new(MemoryRevocations::new());
+    let engine = SessionEngine::with_parts(config, keys, list.clone(), Arc::new(clock.clone()));
+    Fixture {
+        engine,
+        clock,
+        list,
+    }
+}
+
+fn fixture() -> Fixture {
+    let (id, k) = key("k1", 1);
+    fixture_with(EngineConfig::default(), KeyRing::single(id, k))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn defaults_are_the_documented_production_values() {
+    let c = EngineConfig::default();
+    assert_eq!(c.idle_timeout(), 30 * MIN);
+    assert_eq!(c.absolute_timeout(), 24 * 60 * MIN);
+    assert_eq!(c.renew_after(), MIN);
+    assert_eq!(c.step_up_window(), 5 * MIN);
+    assert_eq!(c.cookie().name(), "__Host-session");
+    assert!(c.cookie().secure());
+    assert_eq!(c.fingerprint(), FingerprintPolicy::Off);
+}
+
+#[test]
+fn issued_session_validates_with_its_claims() {
+    let f = fixture();
+    let issued = block_on(f.engine.issue("alice", "admin".into(), None)).unwrap();
+    let s = f.engine.validate(&issued.token, None).unwrap();
+    assert_eq!(s.user_id(), "alice");
+    assert_eq!(s.data(), "admin");
+    assert_eq!(s.claims().created_at, T0);
+    assert_eq!(s.claims().expires_at, T0.saturating_add(24 * 60 * MIN));
+    assert!(!s.renewal_due());
+    assert_eq!(issued.max_age, 30 * MIN);
+}
+
+#[test]
+fn every_login_gets_a_fresh_session_id() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    let b = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    assert_ne!(a.session.id(), b.session.id());
+}
+
+#[test]
+fn absolute_expiry_rejects_even_an_active_session() {
+    let f = fixture();
+    let mut issued = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    // Keep renewing every 20 minutes: never idle, but the absolute limit still applies.
+    for _ in 0..(24 * 3 - 1) {
+        f.clock.advance(20 * MIN);
+        let s = f.engine.validate(&issued.token, None).unwrap();
+        issued = f.engine.renew(&s).unwrap();
+    }
+    f.clock.advance(20 * MIN);
+    assert_eq!(
+        f.engine.validate(&issued.token, None).unwrap_err(),
+        Rejection::Expired
+    );
+}
+
+#[test]
+fn idle_timeout_rejects_after_thirty_minutes_and_not_before() {
+    let f = fixture();
+    let issued = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(30 * MIN);
+    assert!(f.engine.validate(&issued.token, None).is_ok());
+    f.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        f.engine.validate(&issued.token, None).unwrap_err(),
+        Rejection::IdleTimeout
+    );
+}
+
+#[test]
+fn renewal_is_due_only_after_renew_after_and_slides_the_idle_window() {
+    let f = fixture();
+    let issued = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(Duration::from_secs(59));
+    assert!(
+        !f.engine
+            .validate(&issued.token, None)
+            .unwrap()
+            .renewal_due()
+    );
+    f.clock.advance(Duration::from_secs(1));
+    let s = f.engine.validate(&issued.token, None).unwrap();
+    assert!(s.renewal_due());
+    let renewed = f.engine.renew(&s).unwrap();
+    assert_eq!(renewed.session.id(), s.id(), "renewal keeps the session id");
+    assert_eq!(renewed.session.claims().last_seen, f.engine.now());
+    // 30 minutes after the renewal the old token is idle, the renewed one is not.
+    f.clock.advance(30 * MIN);
+    assert_eq!(
+        f.engine.validate(&issued.token, None).unwrap_err(),
+        Rejection::IdleTimeout
+    );
+    assert!(f.engine.validate(&renewed.token, None).is_ok());
+}
+
+#[test]
+fn logout_revokes_that_session_only() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    let b = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    block_on(f.engine.logout(&a.session)).unwrap();
+    assert_eq!(
+        f.engine.validate(&a.token, None).unwrap_err(),
+        Rejection::Revoked(Revoked::Session)
+    );
+    assert!(f.engine.validate(&b.token, None).is_ok());
+}
+
+#[test]
+fn replayed_cookie_after_logout_stays_revoked_after_renewal_attempts() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(2 * MIN);
+    let renewed = f
+        .engine
+        .renew(&f.engine.validate(&a.token, None).unwrap())
+        .unwrap();
+    block_on(f.engine.logout(&renewed.session)).unwrap();
+    // Both the original and the renewed cookie carry the revoked id.
+    for t in [&a.token, &renewed.token] {
+        assert_eq!(
+            f.engine.validate(t, None).unwrap_err(),
+            Rejection::Revoked(Revoked::Session)
+        );
+    }
+}
+
+#[test]
+fn logout_everywhere_kills_every_older_session_of_that_user_only() {
+    let f = fixture();
+    let a1 = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    let a2 = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    let b = block_on(f.engine.issue("bob", String::new(), None)).unwrap();
+    f.clock.advance(Duration::from_millis(5));
+    let v = block_on(f.engine.logout_everywhere("alice")).unwrap();
+    assert!(v >= f.engine.now().0);
+    for t in [&a1.token, &a2.token] {
+        assert_eq!(
+            f.engine.validate(t, None).unwrap_err(),
+            Rejection::Revoked(Revoked::UserVersion)
+        );
+    }
+    assert!(f.engine.validate(&b.token, None).is_ok());
+    // A login after the bump carries the new version and is valid, even in the same ms.
+    let a3 = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    assert_eq!(a3.session.claims().version, v);
+    assert!(f.engine.validate(&a3.token, None).is_ok());
+}
+
+#[test]
+fn regenerate_gives_a_new_id_carries_data_and_revokes_the_old_one() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", "user".into(), None)).unwrap();
+    let s = f.engine.validate(&a.token, None).unwrap();
+    let r = block_on(f.engine.regenerate(&s, None)).unwrap();
+    assert_ne!(r.session.id(), s.id());
+    assert_eq!(r.session.data(), "user");
+    assert_eq!(r.session.claims().expires_at, s.claims().expires_at);
+    assert_eq!(
+        f.engine.validate(&a.token, None).unwrap_err(),
+        Rejection::Revoked(Revoked::Session)
+    );
+    let elevated = block_on(f.engine.regenerate(&r.session, Some("admin".into()))).unwrap();
+    assert_eq!(
+        f.engine.validate(&elevated.token, None).unwrap().data(),
+        "admin"
+    );
+}
+
+#[test]
+fn password_change_keeps_this_session_and_kills_the_others() {
+    let f = fixture();
+    let here = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    let other = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    let s = f.engine.validate(&here.token, None).unwrap();
+    let kept = block_on(f.engine.logout_other_sessions(&s)).unwrap();
+    assert_ne!(kept.session.id(), s.id());
+    assert!(f.engine.validate(&kept.token, None).is_ok());
+    assert!(f.engine.validate(&here.token, None).is_err());
+    assert!(f.engine.validate(&other.token, None).is_err());
+}
+
+#[test]
+fn step_up_is_required_after_the_window_and_refreshes_auth_time() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    let s = f.engine.validate(&a.token, None).unwrap();
+    assert!(f.engine.require_fresh(&s, None).is_ok());
+    f.clock.advance(5 * MIN + Duration::from_millis(1));
+    let s = f.engine.validate(&a.token, None).unwrap();
+    assert_eq!(
+        f.engine.require_fresh(&s, None).unwrap_err(),
+        Rejection::StepUpRequired
+    );
+    // A per-route window overrides the default.
+    assert!(f.engine.require_fresh(&s, Some(10 * MIN)).is_ok());
+    let stepped = f.engine.step_up(&s).unwrap();
+    assert_eq!(stepped.session.claims().auth_time, f.engine.now());
+    let s2 = f.engine.validate(&stepped.token, None).unwrap();
+    assert!(f.engine.require_fresh(&s2, None).is_ok());
+}
+
+#[test]
+fn enforced_fingerprint_rejects_a_changed_client() {
+    let (id, k) = key("k1", 1);
+    let config = EngineConfig::builder()
+        .fingerprint(FingerprintPolicy::Enforce)
+        .build()
+        .unwrap();
+    let f = fixture_with(config, KeyRing::single(id, k));
+    let laptop = Fingerprint::from_parts(&[b"Firefox", b"Linux"]);
+    let phone = Fingerprint::from_parts(&[b"Safari", b"iOS"]);
+    let a = block_on(f.engine.issue("alice", String::new(), Some(laptop))).unwrap();
+    assert!(f.engine.validate(&a.token, Some(&laptop)).is_ok());
+    assert_eq!(
+        f.engine.validate(&a.token, Some(&phone)).unwrap_err(),
+        Rejection::FingerprintMismatch
+    );
+    assert_eq!(
+        f.engine.validate(&a.token, None).unwrap_err(),
+        Rejection::FingerprintMismatch
+    );
+}
+
+#[test]
+fn logged_fingerprint_accepts_but_marks_the_change() {
+    let (id, k) = key("k1", 1);
+    let config = EngineConfig::builder()
+        .fingerprint(FingerprintPolicy::Log)
+        .build()
+        .unwrap();
+    let f = fixture_with(config, KeyRing::single(id, k));
+    let laptop = Fingerprint::from_parts(&[b"Firefox"]);
+    let phone = Fingerprint::from_parts(&[b"Safari"]);
+    let a = block_on(f.engine.issue("alice", String::new(), Some(laptop))).unwrap();
+    assert!(
+        !f.engine
+            .validate(&a.token, Some(&laptop))
+            .unwrap()
+            .fingerprint_changed()
+    );
+    assert!(
+        f.engine
+            .validate(&a.token, Some(&phone))
+            .unwrap()
+            .fingerprint_changed()
+    );
+}
+
+#[test]
+fn rotation_reseals_under_the_new_primary_and_retiring_a_key_invalidates_its_tokens() {
+    let f = fixture();
+    let old = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    // Step 1: k2 trusted but not primary — nothing changes for k1 tokens.
+    let (k1, b1) = key("k1", 1);
+    let (k2, b2) = key("k2", 2);
+    f.engine
+        .replace_keys(KeyRing::new((k1.clone(), b1), [(k2.clone(), b2)]).unwrap());
+    assert!(!f.engine.validate(&old.token, None).unwrap().renewal_due());
+    // Step 2: k2 primary — k1 tokens still open, and are due for re-sealing at once.
+    let (k1, b1) = key("k1", 1);
+    let (k2, b2) = key("k2", 2);
+    f.engine
+        .replace_keys(KeyRing::new((k2, b2), [(k1, b1)]).unwrap());
+    let s = f.engine.validate(&old.token, None).unwrap();
+    assert!(
+        s.renewal_due(),
+        "a token under a non-primary key is re-sealed"
+    );
+    let resealed = f.engine.renew(&s).unwrap();
+    let header = sealed_sessions::token::UntrustedToken::parse(&resealed.token).unwrap();
+    assert_eq!(header.key_id(), "k2");
+    // Step 3: k1 removed — the re-sealed session lives on, the k1 token is invalid.
+    let (k2, b2) = key("k2", 2);
+    f.engine.replace_keys(KeyRing::single(k2, b2));
+    assert!(f.engine.validate(&resealed.token, None).is_ok());
+    assert_eq!(
+        f.engine.validate(&old.token, None).unwrap_err(),
+        Rejection::Invalid(TokenError::UnknownKey("k1".into()))
+    );
+}
+
+#[test]
+fn a_session_whose_set_cookie_would_pass_4096_bytes_is_refused_with_size_and_limit() {
+    let f = fixture();
+    let err = block_on(f.engine.issue("alice", "x".repeat(3000), None)).unwrap_err();
+    match err {
+        EngineError::Seal(SealError::TooLarge { size, limit }) => {
+            assert_eq!(limit, 4096);
+            assert!(size > 4096, "{size}");
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The largest accepted session's whole Set-Cookie fits.
+    let mut n = 3000;
+    let issued = loop {
+        match block_on(f.engine.issue("alice", "x".repeat(n), None)) {
+            Ok(i) => break i,
+            Err(_) => n -= 1,
+        }
+    };
+    let header = f.engine.set_cookie(&issued).to_string();
+    assert!(header.len() <= 4096, "{}", header.len());
+    assert!(
+        header.len() > 4090,
+        "the limit is used fully: {}",
+        header.len()
+    );
+}
+
+#[test]
+fn a_token_for_another_cookie_name_is_invalid() {
+    let (id, k) = key("k1", 1);
+    let a = fixture_with(EngineConfig::default(), KeyRing::single(id, k));
+    let (id, k) = key("k1", 1);
+    let b = fixture_with(
+        EngineConfig::builder()
+            .cookie(CookieSettings::production().with_name("__Host-other"))
+            .build()
+            .unwrap(),
+        KeyRing::single(id, k),
+    );
+    let t = block_on(a.engine.issue("alice", String::new(), None)).unwrap();
+    assert_eq!(
+        b.engine.validate(&t.token, None).unwrap_err(),
+        Rejection::Invalid(TokenError::Unauthentic)
+    );
+}
+
+#[test]
+fn revoked_id_entries_expire_with_the_token_and_not_before() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    block_on(f.engine.logout(&a.session)).unwrap();
+    let until = a.session.claims().expires_at;
+    assert_eq!(f.list.stats().revoked_sessions, 1);
+    assert_eq!(f.list.purge_expired(until), 0, "kept through its expiry");
+    assert_eq!(
+        f.list
+            .purge_expired(until.saturating_sub(Duration::from_secs(3600))),
+        0
+    );
+    assert_eq!(
+        f.list
+            .check(&a.session.id(), "alice", 0, until.saturating_sub(MIN)),
+        Err(Revoked::Session)
+    );
+    assert_eq!(
+        f.list
+            .purge_expired(until.saturating_add(Duration::from_secs(2))),
+        1
+    );
+    assert_eq!(f.list.stats().revoked_sessions, 0);
+}
+
+#[test]
+fn user_version_entries_expire_after_bump_plus_absolute_timeout_and_not_before() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(MIN);
+    block_on(f.engine.logout_everywhere("alice")).unwrap();
+    let bump = f.engine.now();
+    let until = bump.saturating_add(24 * 60 * MIN);
+    assert_eq!(f.list.purge_expired(until), 0);
+    assert_eq!(f.list.stats().user_versions, 1);
+    // Just before that, the oldest possible token (issued before the bump) is still rejected.
+    f.clock.set(
+        a.session
+            .claims()
+            .expires_at
+            .saturating_sub(Duration::from_millis(1)),
+    );
+    assert!(f.engine.validate(&a.token, None).is_err());
+    assert_eq!(
+        f.list
+            .purge_expired(until.saturating_add(Duration::from_secs(2))),
+        1
+    );
+    assert_eq!(f.list.stats().user_versions, 0);
+}
+
+#[test]
+fn versions_stay_monotonic_when_the_store_loses_its_data() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(MIN);
+    let v1 = block_on(f.engine.logout_everywhere("alice")).unwrap();
+    let b = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    // A fresh, empty list (the store came back empty): a new bump still beats every token.
+    let empty = MemoryRevocations::new();
+    f.clock.advance(Duration::from_millis(1));
+    let v2 =
+        empty.bump_user_version_now("alice", f.engine.now(), f.engine.now().saturating_add(MIN));
+    assert!(v2 > v1);
+    assert!(v2 > b.session.claims().version && v2 > a.session.claims().version);
+    // Two bumps in the same millisecond still increase.
+    assert_eq!(next_version(v2, UnixMillis(v2)), v2 + 1);
+}
+
+#[test]
+fn renewal_needs_no_set_cookie_for_most_requests() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    let due = (0..120)
+        .filter(|_| {
+            f.clock.advance(Duration::from_secs(1));
+            f.engine.validate(&a.token, None).unwrap().renewal_due()
+        })
+        .count();
+    // Seconds 60..=120 are due because the token itself was never renewed in this loop.
+    assert_eq!(due, 61);
+}
