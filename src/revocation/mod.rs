@@ -21,12 +21,14 @@
 
 mod filter;
 pub mod memory;
+pub mod redis;
 mod table;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use memory::MemoryRevocations;
+pub use redis::{RedisConfig, RedisRevocations};
 
 use crate::claims::SessionId;
 use crate::clock::UnixMillis;

@@ -1,0 +1,618 @@
+//! The Redis-synced revocation list: every node keeps a [`MemoryRevocations`] and replicates it
+//! through a Redis Stream.
+//!
+//! # Design
+//! - **Events** (`session revoked until T`, `user version raised to V until T`) are appended to one
+//!   stream, `<prefix>{<tag>}:events`, trimmed by time on every append
+//!   (`XADD … MINID ~ <redis now − absolute timeout>`): everything still in force is in the
+//!   stream, and nothing much else is. An event older than the longest session lifetime can only
+//!   revoke tokens that have expired anyway.
+//! - The authoritative per-user version lives beside it in `<prefix>{<tag>}:ver:<user>`, raised
+//!   with `max(current + 1, proposal)` by a Lua script that also appends the event, so the two
+//!   never disagree. The proposal is the node's `max(local + 1, now_ms)`, which keeps versions
+//!   monotonic even when Redis has lost the key (see [`super::next_version`]).
+//! - Each node replays the stream at start, then tails it with a blocking `XREAD` on its own
+//!   task and connection. Events apply idempotently (max of versions, set insert of ids), so
+//!   order and duplicates do not matter. The request path only reads the in-process list.
+//! - Writes are applied locally first (a node reads its own writes), then recorded in Redis
+//!   within `op_timeout`. When Redis does not take a write, the call returns
+//!   [`RevocationError::Unavailable`], the revocation stays enforced locally, and the sync task
+//!   retries it until Redis accepts it.
+//! - **Data loss**: `<prefix>{<tag>}:epoch` holds a random value set once. A node that finds it
+//!   missing or changed (restart without persistence, `FLUSHALL`, failover to an empty replica)
+//!   re-publishes every live entry it holds and replays the stream from the start, so a node
+//!   started afterwards still learns every revocation in force.
+//! - All keys share one hash tag, so the Lua script's keys live in one slot and the layout works
+//!   unchanged on Redis Cluster.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use tokio::sync::watch;
+
+use super::memory::LiveEntry;
+use super::{
+    BoxFuture, MemoryRevocations, RevocationBackend, RevocationError, RevocationStats, Revoked,
+    SyncStatus, next_version,
+};
+use crate::claims::SessionId;
+use crate::clock::{Clock, SystemClock, UnixMillis, duration_ms};
+
+/// Records one event atomically: for users, raises the version key and appends the event with
+/// the version actually stored; for sessions, appends the event. Trims the stream by Redis's own
+/// clock so node clocks do not matter for trimming.
+///
+/// KEYS: events, version key (any key for sessions, unused)
+/// ARGV: kind ('s' session, 'u' bump, 'r' raise to at least), id, until_ms, absolute_ms, proposal
+const RECORD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local minid = string.format('%d-0', math.max(0, now - tonumber(ARGV[4])))
+if ARGV[1] == 's' then
+  redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'k', 's', 'id', ARGV[2], 'until', ARGV[3])
+  return ARGV[5]
+end
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+local v = tonumber(ARGV[5])
+if ARGV[1] == 'u' then v = math.max(cur + 1, v) else v = math.max(cur, v) end
+local vs = string.format('%d', v)
+local until_ms = tonumber(ARGV[3])
+local old_exp = redis.call('PEXPIRETIME', KEYS[2])
+if old_exp > until_ms then until_ms = old_exp end
+redis.call('SET', KEYS[2], vs, 'PXAT', string.format('%d', until_ms))
+redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'k', 'u', 'id', ARGV[2], 'v', vs, 'until', ARGV[3])
+return vs
+";
+
+/// How to reach Redis and name the keys.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`, `unix://`).
+    pub url: String,
+    /// Key prefix (default `sealed-sessions`); keys are `<prefix>{<tag>}:…`.
+    pub prefix: String,
+    /// Hash tag shared by all keys (default `ss`), so they live in one Cluster slot.
+    pub hash_tag: String,
+    /// The engine's absolute timeout: the stream keeps events this long.
+    pub absolute_timeout: Duration,
+    /// How long one blocking read waits for new events (default 1 s); also how often the node
+    /// checks the epoch when nothing happens.
+    pub block: Duration,
+    /// Longest a request waits for Redis to take a write (default 500 ms).
+    pub op_timeout: Duration,
+    /// Cap of the reconnect backoff (default 2 s).
+    pub max_backoff: Duration,
+    /// How long [`RedisRevocations::connect`] waits for the first replay (default 3 s). When
+    /// Redis is unreachable the node starts unsynced and keeps trying.
+    pub startup_wait: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for `url`, with the engine's absolute timeout.
+    pub fn new(url: impl Into<String>, absolute_timeout: Duration) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            prefix: "sealed-sessions".into(),
+            hash_tag: "ss".into(),
+            absolute_timeout,
+            block: Duration::from_secs(1),
+            op_timeout: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(2),
+            startup_wait: Duration::from_secs(3),
+        }
+    }
+
+    /// Sets the key prefix.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> RedisConfig {
+        self.prefix = prefix.into();
+        self
+    }
+}
+
+/// The Redis URL is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisSetupError {
+    /// The URL does not parse as a Redis connection URL.
+    #[error("invalid Redis URL: {0}")]
+    Url(String),
+}
+
+/// Validates a Redis URL without connecting.
+///
+/// # Errors
+/// [`RedisSetupError::Url`].
+pub fn validate_url(url: &str) -> Result<(), RedisSetupError> {
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| RedisSetupError::Url(e.to_string()))
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Session {
+        id: SessionId,
+        until: UnixMillis,
+    },
+    Version {
+        user: String,
+        version: u64,
+        until: UnixMillis,
+    },
+}
+
+struct Keys {
+    events: String,
+    epoch: String,
+    version_prefix: String,
+}
+
+impl Keys {
+    fn new(prefix: &str, tag: &str) -> Keys {
+        let base = format!("{prefix}{{{tag}}}");
+        Keys {
+            events: format!("{base}:events"),
+            epoch: format!("{base}:epoch"),
+            version_prefix: format!("{base}:ver:"),
+        }
+    }
+    fn version(&self, user: &str) -> String {
+        format!("{}{user}", self.version_prefix)
+    }
+}
+
+struct Shared {
+    local: MemoryRevocations,
+    keys: Keys,
+    client: redis::Client,
+    config: RedisConfig,
+    clock: Arc<dyn Clock>,
+    // A cloned-out handle; the lock is never held across an await.
+    writer: Mutex<Option<MultiplexedConnection>>,
+    // Writes Redis has not accepted yet, retried by the sync task.
+    pending: Mutex<Vec<Pending>>,
+    connected: AtomicBool,
+    caught_up: AtomicBool,
+    last_contact_ms: AtomicU64,
+    started_ms: u64,
+    ready: watch::Sender<bool>,
+}
+
+/// The Redis-synced revocation backend. Drop it to stop its sync task.
+pub struct RedisRevocations {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisRevocations {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for RedisRevocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRevocations")
+            .field("events", &self.shared.keys.events)
+            .field("local", &self.shared.local)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RevocationError {
+    RevocationError::Unavailable(e.to_string())
+}
+
+impl RedisRevocations {
+    /// Starts the backend: spawns the sync task (on the current tokio runtime), and waits up to
+    /// `startup_wait` for it to replay the stream. If Redis cannot be reached the node still
+    /// starts, unsynced, and keeps retrying with capped exponential backoff.
+    ///
+    /// # Errors
+    /// [`RedisSetupError::Url`] when the URL is unusable.
+    pub async fn connect(config: RedisConfig) -> Result<RedisRevocations, RedisSetupError> {
+        RedisRevocations::connect_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`RedisRevocations::connect`], with a chosen clock for entry expiry.
+    ///
+    /// # Errors
+    /// [`RedisSetupError::Url`] when the URL is unusable.
+    pub async fn connect_with_clock(
+        config: RedisConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<RedisRevocations, RedisSetupError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| RedisSetupError::Url(e.to_string()))?;
+        let (ready, mut ready_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            local: MemoryRevocations::new(),
+            keys: Keys::new(&config.prefix, &config.hash_tag),
+            client,
+            started_ms: clock.now().0,
+            clock,
+            config,
+            writer: Mutex::new(None),
+            pending: Mutex::new(Vec::new()),
+            connected: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
+            last_contact_ms: AtomicU64::new(0),
+            ready,
+        });
+        let task = tokio::spawn(sync_loop(shared.clone()));
+        let wait = shared.config.startup_wait;
+        let _ = tokio::time::timeout(wait, ready_rx.wait_for(|r| *r)).await;
+        Ok(RedisRevocations { shared, task })
+    }
+
+    /// The in-process list this node validates against.
+    pub fn local(&self) -> &MemoryRevocations {
+        &self.shared.local
+    }
+
+    /// Writes waiting for Redis to accept them.
+    pub fn pending_writes(&self) -> usize {
+        self.shared.pending.lock().len()
+    }
+}
+
+impl Shared {
+    fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
+    async fn writer(&self) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = self.writer.lock().clone() {
+            return Ok(c);
+        }
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.config.op_timeout))
+            .set_response_timeout(Some(self.config.op_timeout));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        *self.writer.lock() = Some(c.clone());
+        Ok(c)
+    }
+
+    fn drop_writer(&self) {
+        *self.writer.lock() = None;
+    }
+
+    fn record_cmd(&self, p: &Pending) -> redis::Cmd {
+        let abs = duration_ms(self.config.absolute_timeout);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RECORD).arg(2).arg(&self.keys.events);
+        match p {
+            Pending::Session { id, until } => {
+                cmd.arg(&self.keys.epoch)
+                    .arg("s")
+                    .arg(id.to_string())
+                    .arg(until.0)
+                    .arg(abs)
+                    .arg(0);
+            }
+            Pending::Version {
+                user,
+                version,
+                until,
+            } => {
+                cmd.arg(self.keys.version(user))
+                    .arg("r")
+                    .arg(user)
+                    .arg(until.0)
+                    .arg(abs)
+                    .arg(*version);
+            }
+        }
+        cmd
+    }
+
+    /// Sends one write to Redis within the op timeout.
+    async fn send(&self, cmd: redis::Cmd) -> Result<String, RevocationError> {
+        let fut = async {
+            let mut conn = self.writer().await?;
+            cmd.query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(self.config.op_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.drop_writer();
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.drop_writer();
+                Err(unavailable("timed out"))
+            }
+        }
+    }
+
+    fn apply(&self, fields: &std::collections::HashMap<String, redis::Value>) {
+        let get = |k: &str| -> Option<String> {
+            fields
+                .get(k)
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+        };
+        let now = self.now();
+        let until = get("until").and_then(|u| u.parse().ok()).map(UnixMillis);
+        match (get("k").as_deref(), get("id"), until) {
+            (Some("s"), Some(id), Some(until)) => {
+                if let Some(sid) = SessionId::parse_hex(&id) {
+                    self.local.revoke_session_now(sid, until, now);
+                }
+            }
+            (Some("u"), Some(user), Some(until)) => {
+                if let Some(v) = get("v").and_then(|v| v.parse().ok()) {
+                    self.local.raise_user_version(&user, v, until, now);
+                }
+            }
+            // An event this build does not understand is skipped, not fatal: a newer node may
+            // write kinds an older one ignores.
+            _ => {
+                tracing::warn!(target: "sealed_sessions::sync", "skipping malformed revocation event")
+            }
+        }
+    }
+
+    /// Re-publishes every live local entry (after Redis lost its data).
+    async fn republish(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<usize> {
+        let entries = self.local.live_entries(self.now());
+        let n = entries.len();
+        for chunk in entries.chunks(500) {
+            let mut pipe = redis::pipe();
+            for e in chunk {
+                let p = match e {
+                    LiveEntry::Session { session_id, until } => Pending::Session {
+                        id: *session_id,
+                        until: *until,
+                    },
+                    LiveEntry::User {
+                        user_id,
+                        min_version,
+                        until,
+                    } => Pending::Version {
+                        user: user_id.clone(),
+                        version: *min_version,
+                        until: *until,
+                    },
+                };
+                pipe.add_command(self.record_cmd(&p)).ignore();
+            }
+            pipe.query_async::<()>(conn).await?;
+        }
+        Ok(n)
+    }
+
+    async fn flush_pending(&self) -> Result<(), RevocationError> {
+        let pending: Vec<Pending> = std::mem::take(&mut *self.pending.lock());
+        let mut failed = Vec::new();
+        let mut err = None;
+        for p in pending {
+            if err.is_some() {
+                failed.push(p);
+                continue;
+            }
+            if let Err(e) = self.send(self.record_cmd(&p)).await {
+                err = Some(e);
+                failed.push(p);
+            }
+        }
+        if !failed.is_empty() {
+            self.pending.lock().extend(failed);
+        }
+        err.map_or(Ok(()), Err)
+    }
+
+    fn set_synced(&self, caught_up: bool) {
+        self.caught_up.store(caught_up, Ordering::Relaxed);
+        if caught_up {
+            self.ready.send_replace(true);
+        }
+    }
+}
+
+/// Replays, then tails the stream; reconnects with capped exponential backoff.
+async fn sync_loop(shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut last_id = "0-0".to_string();
+    let mut epoch: Option<String> = None;
+    loop {
+        match sync_session(&shared, &mut last_id, &mut epoch).await {
+            Ok(()) => {}
+            Err(e) => {
+                if shared.connected.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(target: "sealed_sessions::sync", error = %e, "lost Redis; validating from the local list");
+                }
+                shared.caught_up.store(false, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(shared.config.max_backoff);
+    }
+}
+
+/// One connected stretch of the sync loop; returns when the connection fails.
+async fn sync_session(
+    shared: &Shared,
+    last_id: &mut String,
+    epoch: &mut Option<String>,
+) -> redis::RedisResult<()> {
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(shared.config.op_timeout))
+        .set_response_timeout(Some(shared.config.block + Duration::from_secs(2)));
+    let mut conn = shared
+        .client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
+    if !shared.connected.swap(true, Ordering::Relaxed) {
+        tracing::info!(target: "sealed_sessions::sync", "connected to Redis");
+    }
+    let block_ms = usize::try_from(duration_ms(shared.config.block)).unwrap_or(1000);
+    loop {
+        // Epoch: detects a Redis that came back without our data.
+        let current: Option<String> = conn.get(&shared.keys.epoch).await?;
+        if current.is_none() || current != *epoch {
+            let fresh = format!("{:032x}", rand::random::<u128>());
+            let _: () = redis::cmd("SET")
+                .arg(&shared.keys.epoch)
+                .arg(&fresh)
+                .arg("NX")
+                .query_async(&mut conn)
+                .await?;
+            let adopted: Option<String> = conn.get(&shared.keys.epoch).await?;
+            let republished = shared.republish(&mut conn).await?;
+            if epoch.is_some() {
+                tracing::warn!(target: "sealed_sessions::sync", republished, "Redis lost its revocation data; re-published the live entries held here");
+            }
+            *epoch = adopted;
+            *last_id = "0-0".into();
+            shared.caught_up.store(false, Ordering::Relaxed);
+        }
+        if !shared.pending.lock().is_empty() && shared.flush_pending().await.is_err() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "pending revocations not accepted",
+            )));
+        }
+        let opts = StreamReadOptions::default().count(1000).block(block_ms);
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&[&shared.keys.events], &[last_id.as_str()], &opts)
+            .await?;
+        shared
+            .last_contact_ms
+            .store(shared.now().0, Ordering::Relaxed);
+        let mut n = 0;
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in key.ids {
+                shared.apply(&entry.map);
+                *last_id = entry.id;
+                n += 1;
+            }
+        }
+        if n < 1000 && !shared.caught_up.load(Ordering::Relaxed) {
+            shared.set_synced(true);
+        }
+    }
+}
+
+impl RevocationBackend for RedisRevocations {
+    #[inline]
+    fn check(
+        &self,
+        session_id: &SessionId,
+        user_id: &str,
+        version: u64,
+        now: UnixMillis,
+    ) -> Result<(), Revoked> {
+        self.shared.local.check(session_id, user_id, version, now)
+    }
+
+    fn current_version<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<u64, RevocationError>> {
+        Box::pin(async move {
+            let local = self.shared.local.user_min_version(user_id, UnixMillis(0));
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.shared.keys.version(user_id));
+            let fut = async {
+                let mut conn = self.shared.writer().await?;
+                cmd.query_async::<Option<u64>>(&mut conn).await
+            };
+            // Policy: when Redis cannot answer, the local list (which holds every bump this
+            // node has seen) decides; login keeps working during an outage.
+            match tokio::time::timeout(self.shared.config.op_timeout, fut).await {
+                Ok(Ok(remote)) => Ok(local.max(remote.unwrap_or(0))),
+                _ => {
+                    self.shared.drop_writer();
+                    Ok(local)
+                }
+            }
+        })
+    }
+
+    fn revoke_session(
+        &self,
+        session_id: SessionId,
+        until: UnixMillis,
+        now: UnixMillis,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        self.shared.local.revoke_session_now(session_id, until, now);
+        Box::pin(async move {
+            let p = Pending::Session {
+                id: session_id,
+                until,
+            };
+            match self.shared.send(self.shared.record_cmd(&p)).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    self.shared.pending.lock().push(p);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn bump_user_version<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: UnixMillis,
+        until: UnixMillis,
+    ) -> BoxFuture<'a, Result<u64, RevocationError>> {
+        let local = &self.shared.local;
+        let proposal = next_version(local.user_min_version(user_id, UnixMillis(0)), now);
+        local.raise_user_version(user_id, proposal, until, now);
+        Box::pin(async move {
+            let abs = duration_ms(self.shared.config.absolute_timeout);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(RECORD)
+                .arg(2)
+                .arg(&self.shared.keys.events)
+                .arg(self.shared.keys.version(user_id))
+                .arg("u")
+                .arg(user_id)
+                .arg(until.0)
+                .arg(abs)
+                .arg(proposal);
+            match self.shared.send(cmd).await {
+                Ok(v) => {
+                    let v: u64 = v.parse().unwrap_or(proposal).max(proposal);
+                    local.raise_user_version(user_id, v, until, now);
+                    Ok(v)
+                }
+                Err(e) => {
+                    self.shared.pending.lock().push(Pending::Version {
+                        user: user_id.to_owned(),
+                        version: proposal,
+                        until,
+                    });
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn stats(&self) -> RevocationStats {
+        self.shared.local.stats()
+    }
+
+    fn sync_status(&self) -> SyncStatus {
+        let s = &self.shared;
+        let synced = s.connected.load(Ordering::Relaxed)
+            && s.caught_up.load(Ordering::Relaxed)
+            && s.pending.lock().is_empty();
+        let last = s.last_contact_ms.load(Ordering::Relaxed).max(s.started_ms);
+        SyncStatus {
+            backend: "redis",
+            synced,
+            lag_ms: s.now().0.saturating_sub(last),
+        }
+    }
+}
