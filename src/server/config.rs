@@ -39,7 +39,7 @@ pub struct ServeConfig {
 
     /// Redis URL for the shared revocation list (redis://, rediss:// or unix://). Validated and
     /// kept; the Redis backend itself is not wired in yet.
-    #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS")]
+    #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS", value_parser = RedisUrlParser)]
     pub redis: Option<RedisUrl>,
 
     /// Idle timeout: a session unused this long is rejected.
@@ -175,34 +175,37 @@ impl ServeConfig {
             .context("invalid session configuration")
     }
 
-    /// Checks what the engine configuration does not cover: server limits and the production
-    /// rules that can be decided from flags alone.
+    /// Checks the server limits the engine configuration does not cover.
     pub fn check(&self) -> anyhow::Result<()> {
         if self.header_read_timeout.is_zero() {
             bail!("--header-read-timeout must be greater than zero");
         }
-        if self.production {
-            let mut problems = Vec::new();
-            if self.users.is_none() {
-                problems.push(
-                    "no --users file: demo users with published passwords are not allowed in \
-                     production; create one with `sealed-sessions hash-password` (see --help)",
-                );
-            }
-            if self.insecure_dev_cookies {
-                problems.push(
-                    "--insecure-dev-cookies sends the session cookie without the Secure flag; \
-                     it is for plain-http localhost development only",
-                );
-            }
-            if !problems.is_empty() {
-                bail!(
-                    "refusing to start with --production:\n  - {}",
-                    problems.join("\n  - ")
-                );
-            }
-        }
         Ok(())
+    }
+
+    /// With `--production`, the development conveniences the flags ask for (empty otherwise).
+    /// The key directory is checked separately, by `keys_bootstrap`.
+    pub fn production_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.production {
+            return problems;
+        }
+        if self.users.is_none() {
+            problems.push(
+                "no --users file: demo users with published passwords are not allowed in \
+                 production; hash each password with `sealed-sessions hash-password` and list \
+                 the users in a TOML file ([[user]] username, role, password_hash)"
+                    .to_owned(),
+            );
+        }
+        if self.insecure_dev_cookies {
+            problems.push(
+                "--insecure-dev-cookies sends the session cookie without the Secure flag; it is \
+                 for plain-http localhost development only"
+                    .to_owned(),
+            );
+        }
+        problems
     }
 }
 
@@ -377,6 +380,34 @@ impl FromStr for RedisUrl {
     }
 }
 
+/// Parses `--redis` without echoing the value in errors, as clap's default message would: the
+/// URL may hold a password.
+#[derive(Clone, Copy, Debug)]
+struct RedisUrlParser;
+
+impl clap::builder::TypedValueParser for RedisUrlParser {
+    type Value = RedisUrl;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<RedisUrl, clap::Error> {
+        let invalid = |why: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid --redis URL: {why}\n"),
+            )
+        };
+        value
+            .to_str()
+            .ok_or_else(|| invalid("not valid UTF-8"))?
+            .parse()
+            .map_err(|e: String| invalid(&e))
+    }
+}
+
 /// Checks `[user[:pass]@]host[:port][/db][?query]`. The error never quotes the input, which may
 /// hold a password.
 fn check_tcp_url(rest: &str) -> Result<(), String> {
@@ -541,11 +572,25 @@ mod tests {
     #[test]
     fn production_refuses_demo_users_and_insecure_cookies_together() {
         let c = parse(&["--production", "--insecure-dev-cookies"]).unwrap();
-        let msg = format!("{:#}", c.check().unwrap_err());
-        assert!(msg.contains("no --users file"), "{msg}");
-        assert!(msg.contains("--insecure-dev-cookies"), "{msg}");
+        let problems = c.production_problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("no --users file"), "{problems:?}");
+        assert!(
+            problems[1].contains("--insecure-dev-cookies"),
+            "{problems:?}"
+        );
         let c = parse(&["--production", "--users", "u.toml"]).unwrap();
-        c.check().unwrap();
+        assert!(c.production_problems().is_empty());
+        // Without --production the same flags are fine.
+        let c = parse(&["--insecure-dev-cookies"]).unwrap();
+        assert!(c.production_problems().is_empty());
+    }
+
+    #[test]
+    fn zero_header_read_timeout_is_refused() {
+        let c = parse(&["--header-read-timeout", "0s"]).unwrap();
+        assert!(c.check().is_err());
+        parse(&[]).unwrap().check().unwrap();
     }
 
     #[test]
@@ -602,5 +647,13 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         let c = parse(&["--redis", "redis://u:hunter2@h"]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+        let err = parse(&["--redis", "redis://u:hunter2@"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("invalid --redis URL") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 }

@@ -42,12 +42,8 @@ pub fn load_with(
     if !has_key_files(dir)? {
         if production {
             bail!(
-                "refusing to start with --production: no session keys in {dir} and {var} is \
-                 not set. Generating a key at startup would give every node a different key. \
-                 Create one with `sealed-sessions keygen --dir {dir} --primary` and give every \
-                 node the same key files (or the same {var}).",
-                dir = dir.display(),
-                var = keys::ENV_VAR,
+                "refusing to start with --production: {}",
+                no_keys_problem(dir)
             );
         }
         let id = KeyId::generate();
@@ -65,6 +61,24 @@ pub fn load_with(
         .with_context(|| format!("loading session keys from {}", dir.display()))?;
     info!(keys = ?ring, dir = %dir.display(), "session keys loaded");
     Ok((ring, source))
+}
+
+/// With `--production`: why the keys cannot be loaded without generating one, if so. Lets
+/// `serve` report every production problem at once; [`load`] refuses on its own as well.
+pub fn production_problem(dir: &Path) -> anyhow::Result<Option<String>> {
+    let from_env = KeyRing::from_env(keys::ENV_VAR)
+        .with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))?;
+    Ok((from_env.is_none() && !has_key_files(dir)?).then(|| no_keys_problem(dir)))
+}
+
+fn no_keys_problem(dir: &Path) -> String {
+    format!(
+        "no session keys in {dir} and {var} is not set. Generating a key at startup would give \
+         every node a different key: create one with `sealed-sessions keygen --dir {dir} \
+         --primary` and give every node the same key files (or the same {var})",
+        dir = dir.display(),
+        var = keys::ENV_VAR,
+    )
 }
 
 /// Whether `dir` holds at least one `*.key` file. A missing directory holds none.

@@ -1,6 +1,7 @@
 //! The `serve` command: everything between the parsed flags and [`super::run_with`].
 
 use std::future::Future;
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +25,17 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Flag problems first: they need no keys, files or runtime.
     config.check()?;
     let engine_config = config.engine_config()?;
+    // Every production problem in one message, rather than one per attempt.
+    let mut problems = config.production_problems();
+    if config.production {
+        problems.extend(keys_bootstrap::production_problem(&config.keys_dir)?);
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "refusing to start with --production:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,8 +80,8 @@ async fn load_users(config: &ServeConfig) -> anyhow::Result<UserStore> {
             Ok(users)
         }
         None => {
-            // `ServeConfig::check` refused this in production already; refuse again here so the
-            // rule does not depend on call order.
+            // `serve` refused this in production already; refuse again here so the rule does
+            // not depend on call order.
             anyhow::ensure!(
                 !config.production,
                 "refusing to start with --production: no --users file"
@@ -92,6 +104,7 @@ fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
