@@ -1,0 +1,265 @@
+//! The application state and its router. Session routes are added in [`build_router`].
+
+use std::sync::LazyLock;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use sealed_sessions::SessionEngine;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use super::throttle::LoginThrottle;
+use super::users::{PasswordVerifier, Role, UserStore};
+
+/// The browser page: static, no build step.
+pub const PAGE: &str = include_str!("page.html");
+
+/// What the server seals into each session besides the user id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionData {
+    /// The role at login (a role change regenerates the session).
+    pub role: Role,
+}
+
+/// Shared by every handler. Cheap to clone: every field is a handle.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Issues, validates and revokes sessions.
+    pub engine: SessionEngine<SessionData>,
+    /// Checks passwords against the user store, a bounded number at a time.
+    pub verifier: PasswordVerifier,
+    /// Failed-login counters.
+    #[allow(dead_code)] // for the login route
+    pub throttle: LoginThrottle,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// The user store (through the verifier, which owns it).
+    #[allow(dead_code)] // for the session routes
+    pub fn users(&self) -> &UserStore {
+        self.verifier.users()
+    }
+}
+
+/// The router over `state`: [`routes`] with the server-wide layers of [`finish`].
+pub fn build_router(state: AppState) -> Router {
+    finish(routes(), state)
+}
+
+/// Every route. Add session routes here.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(healthz))
+}
+
+/// The JSON 404 fallback and the body limit around `router`, then the state. Layers wrap only
+/// the routes added before them, so this comes last.
+pub fn finish(router: Router<AppState>, state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    router
+        .fallback(not_found)
+        // Extractors (Json, Bytes) honour the first; the second also covers streamed bodies and
+        // refuses an oversized Content-Length before reading anything.
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .with_state(state)
+}
+
+/// A JSON error body `{"error": message, "code": CODE}` with `status`.
+pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {
+    (status, Json(json!({ "error": message, "code": code }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let sync = state.engine.revocations().sync_status();
+    let body = json!({
+        "status": if sync.synced { "ok" } else { "degraded" },
+        "revocation": {
+            "backend": sync.backend,
+            "synced": sync.synced,
+            "lag_ms": sync.lag_ms,
+        },
+    });
+    let mut resp = Json(body).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The page's Content-Security-Policy: only its own inline script and style (by hash), requests
+/// only to this origin, no framing.
+static PAGE_CSP: LazyLock<String> = LazyLock::new(|| {
+    let hash = |tag: &str| {
+        inline_block(PAGE, tag).map_or_else(
+            || "'none'".to_owned(),
+            |body| {
+                let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+                format!(
+                    "'sha256-{}'",
+                    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+                )
+            },
+        )
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        hash("script"),
+        hash("style")
+    )
+});
+
+/// The text between `<tag>` and `</tag>` (the tag without attributes), as the browser hashes it.
+fn inline_block<'a>(html: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = html.find(&open)? + open.len();
+    let end = start + html[start..].find(&format!("</{tag}>"))?;
+    Some(&html[start..end])
+}
+
+async fn page() -> Response {
+    let mut resp = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response();
+    let h = resp.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&PAGE_CSP) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::server::throttle::ThrottleConfig;
+    use axum::body::Body;
+    use http::Request;
+    use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing};
+    use tower::ServiceExt as _;
+
+    pub(crate) fn test_state(max_body_bytes: usize) -> AppState {
+        let keys = KeyRing::single(KeyId::new("t1").unwrap(), Key::generate().unwrap());
+        let users = Arc::new(UserStore::default());
+        AppState {
+            engine: SessionEngine::new(EngineConfig::default(), keys),
+            verifier: PasswordVerifier::new(users, 1),
+            throttle: LoginThrottle::new(ThrottleConfig::default()),
+            max_body_bytes,
+        }
+    }
+
+    async fn body_text(resp: Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn healthz_reports_the_memory_backend_in_sync() {
+        let app = build_router(test_state(1024));
+        let resp = app
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_str(&body_text(resp).await).unwrap();
+        assert_eq!(
+            v,
+            json!({"status":"ok","revocation":{"backend":"memory","synced":true,"lag_ms":0}})
+        );
+    }
+
+    #[tokio::test]
+    async fn page_is_served_with_a_csp_that_allows_exactly_its_inline_script() {
+        let app = build_router(test_state(1024));
+        let resp = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let csp = resp.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(csp.contains("script-src 'sha256-"), "{csp}");
+        assert!(csp.contains("style-src 'sha256-"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        let html = body_text(resp).await;
+        for id in [
+            "username",
+            "password",
+            "login-button",
+            "whoami",
+            "status",
+            "logout-button",
+            "logout-everywhere-button",
+            "stepup-button",
+            "me-refresh-button",
+        ] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "missing #{id}");
+        }
+        // The CSP forbids inline handlers and style attributes; the page must not use them.
+        assert!(!html.contains(" onclick="), "inline handler");
+        assert!(!html.contains(" style=\""), "style attribute");
+        assert_eq!(html.matches("<script>").count(), 1);
+        assert_eq!(html.matches("<style>").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_route_answers_json_not_found() {
+        let app = build_router(test_state(1024));
+        let resp = app
+            .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let v: serde_json::Value = serde_json::from_str(&body_text(resp).await).unwrap();
+        assert_eq!(v["code"], "NOT_FOUND");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused() {
+        let app = finish(
+            routes().route(
+                "/echo",
+                axum::routing::post(|body: String| async move { body }),
+            ),
+            test_state(16),
+        );
+        let req = |n: usize| {
+            Request::post("/echo")
+                .header(header::CONTENT_LENGTH, n)
+                .body(Body::from("x".repeat(n)))
+                .unwrap()
+        };
+        let resp = app.clone().oneshot(req(16)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = app.oneshot(req(17)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -1,0 +1,153 @@
+//! The `serve` command: everything between the parsed flags and [`super::run_with`].
+
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sealed_sessions::SessionEngine;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use super::config::{LogFormat, ServeConfig};
+use super::routes::{AppState, build_router};
+use super::throttle::{LoginThrottle, ThrottleConfig};
+use super::users::{DEMO_USERS, PasswordVerifier, UserStore};
+use super::{ServerOptions, keys_bootstrap, run_with};
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    init_logging(config.log_format)?;
+    // Flag problems first: they need no keys, files or runtime.
+    config.check()?;
+    let engine_config = config.engine_config()?;
+    // Every production problem in one message, rather than one per attempt.
+    let mut problems = config.production_problems();
+    if config.production {
+        problems.extend(keys_bootstrap::production_problem(&config.keys_dir)?);
+    }
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "refusing to start with --production:\n  - {}",
+            problems.join("\n  - ")
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        // Handlers first, so a signal that arrives once the port is announced is not fatal.
+        let shutdown = shutdown_signal()?;
+        let (keys, _source) = keys_bootstrap::load(&config.keys_dir, config.production)?;
+        let users = load_users(&config).await?;
+        if let Some(url) = &config.redis {
+            warn!(redis = %url, "--redis is validated but not used yet: revocations stay in this process's memory and are not shared with other nodes");
+        }
+        let state = AppState {
+            engine: SessionEngine::new(engine_config, keys),
+            verifier: PasswordVerifier::new(Arc::new(users), config.login_concurrency),
+            throttle: LoginThrottle::new(ThrottleConfig::default()),
+            max_body_bytes: config.max_body_bytes,
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        info!(%addr, production = config.production, "listening on {addr}");
+        if let Some(path) = &config.port_file {
+            write_port_file(path, addr)?;
+        }
+        let options = ServerOptions {
+            header_read_timeout: config.header_read_timeout,
+            drain_timeout: Duration::from_secs(10),
+        };
+        run_with(listener, build_router(state), shutdown, options).await?;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+async fn load_users(config: &ServeConfig) -> anyhow::Result<UserStore> {
+    match &config.users {
+        Some(path) => {
+            let users = UserStore::load(path)?;
+            info!(users = users.len(), file = %path.display(), "users loaded");
+            Ok(users)
+        }
+        None => {
+            // `serve` refused this in production already; refuse again here so the rule does
+            // not depend on call order.
+            anyhow::ensure!(
+                !config.production,
+                "refusing to start with --production: no --users file"
+            );
+            let users = UserStore::demo().await?;
+            let names: Vec<String> = DEMO_USERS
+                .iter()
+                .map(|(name, password, role)| format!("{name}/{password} ({role})"))
+                .collect();
+            warn!(
+                "no --users file: created demo users {} — development only",
+                names.join(", ")
+            );
+            Ok(users)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed now, not when
+/// the future is first polled.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received"),
+                _ = int.recv() => info!("interrupt received"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => info!("Ctrl-C received"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for Ctrl-C; stop the process another way");
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+    }
+}
+
+/// Writes `addr` to `path` through a temporary file and a rename, so a reader never sees a
+/// partial address.
+fn write_port_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing the port file {}", path.display()))
+}

@@ -1,0 +1,497 @@
+//! The `sealed-sessions` binary, run as an operator would: `hash-password`, `keygen`,
+//! `keys list`, and `serve` over real TCP with SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier as _};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealed-sessions");
+
+/// The binary with none of our environment variables inherited, so the tests see only the flags
+/// they pass.
+fn cmd() -> Command {
+    let mut c = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SEALED_SESSIONS_") {
+            c.env_remove(name);
+        }
+    }
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// Kills the child when the test ends, whatever happens.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ChildGuard {
+    fn wait_timeout(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            e.read_to_string(&mut s).unwrap();
+        }
+        s
+    }
+}
+
+/// Waits (bounded) for a child that must exit on its own, reading its output meanwhile so a
+/// full pipe cannot stall it. A server that wrongly starts is killed by the guard.
+fn finish(mut child: ChildGuard) -> Output {
+    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                r.read_to_end(&mut buf).unwrap();
+            }
+            buf
+        })
+    };
+    let out = drain(child.0.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.0.stderr.take().map(|p| Box::new(p) as _));
+    let status = child.wait_timeout(Duration::from_secs(60));
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Runs a command that must finish on its own.
+fn run(c: &mut Command) -> Output {
+    finish(ChildGuard(
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
+}
+
+fn hash_password_with_stdin(input: &[u8]) -> Output {
+    let mut child = ChildGuard(
+        cmd()
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Dropping stdin closes it, so the child sees end of input.
+    child.0.stdin.take().unwrap().write_all(input).unwrap();
+    finish(child)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A users file with one user whose password is `pw`.
+fn users_file(dir: &Path, pw: &str) -> PathBuf {
+    let out = hash_password_with_stdin(format!("{pw}\n").as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let hash = text(&out.stdout).trim().to_owned();
+    let path = dir.join("users.toml");
+    std::fs::write(
+        &path,
+        format!("[[user]]\nusername = \"carol\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn keygen(dir: &Path) {
+    let out = run(cmd().args(["keygen", "--primary", "--dir"]).arg(dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[cfg(unix)]
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// One HTTP/1.1 GET over a fresh connection: (status, head, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[test]
+fn hash_password_from_stdin_prints_a_verifiable_owasp_argon2id_hash() {
+    let out = hash_password_with_stdin(b"correct horse \n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let hash = text(&out.stdout).trim().to_owned();
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    let parsed = PasswordHash::new(&hash).unwrap();
+    // Only the line ending is stripped; the trailing space is part of the password.
+    assert!(
+        Argon2::default()
+            .verify_password(b"correct horse ", &parsed)
+            .is_ok()
+    );
+    assert!(
+        Argon2::default()
+            .verify_password(b"correct horse", &parsed)
+            .is_err()
+    );
+}
+
+#[test]
+fn hash_password_refuses_an_empty_password() {
+    for input in [&b"\n"[..], b"", b"\r\n"] {
+        let out = hash_password_with_stdin(input);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        assert!(
+            text(&out.stderr).contains("refusing an empty password"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_file_and_keys_list_shows_id_and_primary_but_no_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let out = run(cmd()
+        .args(["keygen", "--primary", "--id", "k-test1", "--dir"])
+        .arg(&dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_file = dir.join("k-test1.key");
+    let key_text = std::fs::read_to_string(&key_file).unwrap();
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&key_file), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+    }
+    assert!(!text(&out.stdout).contains(key_text.trim()));
+
+    // A second, non-primary key.
+    keygen_not_primary(&dir);
+
+    let out = run(cmd().args(["keys", "list", "--dir"]).arg(&dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("k-test1 "))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(line.contains(" * "), "{listing}");
+    assert_eq!(listing.lines().count(), 3, "{listing}");
+    assert_eq!(listing.matches(" * ").count(), 1, "{listing}");
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "key") {
+            let secret = std::fs::read_to_string(&f).unwrap();
+            assert!(!listing.contains(secret.trim()), "key bytes listed");
+            assert!(!text(&out.stderr).contains(secret.trim()));
+        }
+    }
+}
+
+fn keygen_not_primary(dir: &Path) {
+    let out = run(cmd().args(["keygen", "--dir"]).arg(dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("not primary"));
+}
+
+#[test]
+fn keygen_refuses_to_overwrite_an_existing_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["keygen", "--id", "k1", "--dir"];
+    assert!(run(cmd().args(args).arg(tmp.path())).status.success());
+    let out = run(cmd().args(args).arg(tmp.path()));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_production_with_an_empty_key_dir_refuses_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let users = users_file(tmp.path(), "pw");
+    let out = run(cmd()
+        .args(["serve", "--production", "--listen", "127.0.0.1:0", "--keys"])
+        .arg(&keys)
+        .arg("--users")
+        .arg(&users));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refusing to start with --production") && err.contains("no session keys"),
+        "{err}"
+    );
+    assert!(err.contains("sealed-sessions keygen --dir"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&keys).unwrap().count(),
+        0,
+        "a key was generated"
+    );
+}
+
+#[test]
+fn serve_production_without_a_users_file_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    keygen(&keys);
+    let out = run(cmd()
+        .args(["serve", "--production", "--listen", "127.0.0.1:0", "--keys"])
+        .arg(&keys));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refusing to start with --production") && err.contains("no --users file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_production_reports_every_problem_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let out = run(cmd()
+        .args([
+            "serve",
+            "--production",
+            "--insecure-dev-cookies",
+            "--listen",
+            "127.0.0.1:0",
+            "--keys",
+        ])
+        .arg(&keys));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    for part in [
+        "no --users file",
+        "--insecure-dev-cookies",
+        "no session keys",
+    ] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+    assert!(!keys.exists(), "a key directory was created");
+}
+
+#[test]
+fn bad_durations_are_refused_with_the_flag_and_an_example() {
+    let out = run(cmd().args(["serve", "--idle-timeout", "nonsense"]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--idle-timeout") && err.contains("nonsense") && err.contains("30m"),
+        "{err}"
+    );
+}
+
+#[test]
+fn contradictory_timeouts_are_refused_naming_the_flags() {
+    let out = run(cmd().args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "1m",
+        "--renew-after",
+        "2m",
+    ]));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--renew-after (2m) must be shorter than --idle-timeout (1m)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_trusted_proxies_are_refused_with_the_offending_item() {
+    let out = run(cmd().args(["serve", "--trusted-proxies", "10.0.0.0/8,not-an-ip"]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--trusted-proxies") && err.contains("\"not-an-ip\" is not a CIDR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_redis_url_is_refused() {
+    let out = run(cmd().args(["serve", "--redis", "http://cache:6379"]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("--redis") && err.contains("redis://"), "{err}");
+    // The URL may hold a password: it is not echoed.
+    let out = run(cmd().args(["serve", "--redis", "redis://user:hunter2@/0"]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("invalid --redis URL") && !err.contains("hunter2"),
+        "{err}"
+    );
+}
+
+/// Waits for the server to write its bound address.
+fn wait_for_port_file(path: &Path, child: &mut ChildGuard) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return s.trim().parse().unwrap();
+        }
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("server exited early ({status}): {}", child.stderr());
+        }
+        assert!(Instant::now() < deadline, "no port file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let port_file = tmp.path().join("addr");
+    let mut child = ChildGuard(
+        cmd()
+            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .arg("--keys")
+            .arg(&keys)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = wait_for_port_file(&port_file, &mut child);
+
+    let (status, head, body) = http_get(addr, "/healthz");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"status":"ok","revocation":{"backend":"memory","synced":true,"lag_ms":0}})
+    );
+
+    let (status, head, body) = http_get(addr, "/");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(body.contains("id=\"login-button\""));
+
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait_timeout(Duration::from_secs(15));
+    let err = child.stderr();
+    assert!(status.success(), "{status}: {err}");
+    // Development conveniences are announced.
+    assert!(err.contains("generated one"), "{err}");
+    assert!(err.contains("demo users"), "{err}");
+    assert!(err.contains("SIGTERM"), "{err}");
+    #[cfg(unix)]
+    for f in std::fs::read_dir(&keys).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "key") {
+            assert_eq!(mode(&f), 0o600);
+        }
+    }
+}
+
+#[test]
+fn serve_takes_keys_from_the_environment_over_the_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let port_file = tmp.path().join("addr");
+    let users = users_file(tmp.path(), "pw");
+    // 32 zero bytes: fine for a test, never for a deployment.
+    let env_keys = format!("envk:{}", "A".repeat(43) + "=");
+    let mut child = ChildGuard(
+        cmd()
+            .env("SEALED_SESSIONS_KEYS", env_keys)
+            .env("SEALED_SESSIONS_LOG_FORMAT", "json")
+            .args([
+                "serve",
+                "--production",
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+            ])
+            .arg(&port_file)
+            .arg("--keys")
+            .arg(&keys)
+            .arg("--users")
+            .arg(&users)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = wait_for_port_file(&port_file, &mut child);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    assert!(!keys.exists(), "the key directory was touched");
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    let status = child.wait_timeout(Duration::from_secs(15));
+    let err = child.stderr();
+    assert!(status.success(), "{status}: {err}");
+    // JSON logs, one object per line.
+    for line in err.lines().filter(|l| !l.is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(err.contains("SEALED_SESSIONS_KEYS"), "{err}");
+}
