@@ -15,6 +15,14 @@
 //! - [`cookies`]: cookie attributes, `__Host-` preset, building and clearing Set-Cookie.
 //! - [`revocation`]: the backend trait and the in-process list ([`MemoryRevocations`]).
 //! - [`clock`]: injectable time.
+//! - [`client_ip`]: the client address behind trusted proxies (`X-Forwarded-For`).
+//! - [`fingerprint`]: [`FingerprintMode`] and the coarse client fingerprint for the HTTP layer.
+//! - [`layer`]: [`SessionLayer`], the tower layer: validation once per request, cross-origin
+//!   refusal, renewal and clearing cookies.
+//! - [`extract`]: axum extractors ([`extract::Session`], [`extract::Fresh`],
+//!   [`extract::SessionManager`]) and [`extract::HttpError`], the one status-and-code mapping.
+//! - [`audit`]: audit events on the `sealed_sessions::audit` target and the anomaly detector.
+//! - [`metrics`]: [`Metrics`], Prometheus text for a `/metrics` route.
 //!
 //! # Example
 //! ```
@@ -31,12 +39,18 @@
 //! ```
 
 mod aead;
+pub mod audit;
 pub mod claims;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod engine;
+pub mod extract;
+pub mod fingerprint;
 pub mod keys;
+pub mod layer;
+pub mod metrics;
 pub mod revocation;
 pub mod token;
 
@@ -46,3 +60,8 @@ pub use cookies::CookieSettings;
 pub use engine::{EngineError, Issued, Rejection, Session, SessionEngine};
 pub use keys::{Key, KeyError, KeyId, KeyRing};
 pub use revocation::{MemoryRevocations, RevocationBackend};
+
+pub use client_ip::TrustedProxies;
+pub use fingerprint::FingerprintMode;
+pub use layer::{LayerOptions, SessionLayer};
+pub use metrics::Metrics;
