@@ -167,7 +167,7 @@ pub fn logged_out_everywhere(user: &str, sid: SessionId, kept: Option<SessionId>
         event = AuditEvent::LoggedOutEverywhere.as_str(),
         user = %user,
         sid = %sid.short_hash(),
-        kept_sid = kept.as_deref(),
+        kept_sid = kept.as_deref().map(tracing::field::display),
         "all sessions of user revoked"
     );
 }
@@ -181,8 +181,8 @@ pub fn rejected(reason: &str, who: Option<(&str, SessionId)>) {
         target: AUDIT_TARGET,
         event = AuditEvent::Rejected.as_str(),
         reason,
-        user = user.as_deref(),
-        sid = sid.as_deref(),
+        user = user.as_deref().map(tracing::field::display),
+        sid = sid.as_deref().map(tracing::field::display),
         "session rejected"
     );
 }
