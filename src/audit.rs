@@ -339,9 +339,9 @@ impl AnomalyDetector {
     /// Records one event at `now`; true when it completes a burst (the count then starts over,
     /// so a sustained attack reports once per `threshold` events, not on every one).
     pub fn record_at(&self, kind: AnomalyKind, user: &str, now: Instant) -> bool {
-        let slot = self
-            .recent
-            .get_with((kind, user.to_string()), Recent::default);
+        // Keys are cut like logged names, so a megabyte-long login name costs no more memory.
+        let key: String = user.chars().take(MAX_LOGGED_USER).collect();
+        let slot = self.recent.get_with((kind, key), Recent::default);
         let mut times = slot.lock();
         while times
             .front()

@@ -4,7 +4,8 @@
 //! entry a proxy we trust wrote. We walk it from the right, skipping addresses of our own proxies;
 //! the first address that is not one of them is the client. Everything left of that was written
 //! by the client itself and is ignored. With no trusted proxies (the default) the header is never
-//! read.
+//! read. The standard `Forwarded` header (RFC 7239) is not read: proxies in practice set
+//! `X-Forwarded-For`, and reading two headers would let a client pick the one its proxy ignores.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;

@@ -5,7 +5,9 @@
 //! 1. refuses an unsafe request (not GET/HEAD/OPTIONS/TRACE) from another origin with 403
 //!    `CROSS_ORIGIN`, without calling the inner service (see [`LayerOptions::cross_origin_protection`]);
 //! 2. finds the client address ([`client_ip`], from axum's `ConnectInfo<SocketAddr>`) and the
-//!    client fingerprint ([`fingerprint_for`]);
+//!    client fingerprint ([`fingerprint_for`]). Without `ConnectInfo` (a server not started with
+//!    `into_make_service_with_connect_info::<SocketAddr>()`, or a `oneshot` test) every client
+//!    is `0.0.0.0` and `X-Forwarded-For` is ignored; a warning is logged once;
 //! 3. reads every `Cookie` header, takes the values of the session cookie, and validates at most
 //!    [`MAX_COOKIE_VALUES`] of them in order: the first that validates wins, so a cookie planted
 //!    under the same name (say, from a sibling subdomain) cannot mask the real one. With none
@@ -70,6 +72,13 @@ pub struct LayerOptions {
     /// Refuse unsafe requests from other origins with 403 `CROSS_ORIGIN` (default true).
     /// SameSite cookies already stop most cross-site requests; this also covers same-site
     /// attackers (a sibling subdomain) and older browsers.
+    ///
+    /// An unsafe request (not GET/HEAD/OPTIONS/TRACE) is refused when `Sec-Fetch-Site` is
+    /// `cross-site`, or when its `Origin` (including `null`) differs from the request's own
+    /// origin: the `Host` header, with scheme https — http when the session cookie is not
+    /// Secure — compared case-insensitively with default ports filled in. A proxy in front must
+    /// therefore pass `Host` through unchanged (`X-Forwarded-Host` is not read). Requests with
+    /// neither header (non-browser clients) pass.
     pub cross_origin_protection: bool,
     /// Further origins allowed to send unsafe requests, as `scheme://host[:port]`
     /// (default: none).

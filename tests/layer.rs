@@ -830,3 +830,41 @@ async fn layer_refuses_a_fingerprint_mode_the_engine_does_not_enforce() {
     };
     assert!(SessionLayer::new(e, bad_origin).is_err());
 }
+
+#[test]
+fn any_cookie_header_bytes_never_cause_a_5xx() {
+    use proptest::prelude::*;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = ManualClock::new(SystemClock.now());
+    let app = rt.block_on(async {
+        router(
+            SessionLayer::new(
+                engine(CookieSettings::production(), FingerprintMode::Off, &clock),
+                LayerOptions::default(),
+            )
+            .unwrap(),
+        )
+    });
+    let raw = prop::collection::vec(any::<u8>(), 0..6000);
+    let named =
+        "[A-Za-z0-9_=\"; -]{0,3000}".prop_map(|v| format!("__Host-session={v}").into_bytes());
+    proptest!(ProptestConfig::with_cases(128), |(bytes in prop_oneof![raw, named])| {
+        let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+            return Ok(());
+        };
+        for path in ["/me", "/maybe", "/login"] {
+            let req = Request::builder()
+                .method(if path == "/login" { "POST" } else { "GET" })
+                .uri(path)
+                .header("cookie", value.clone())
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"name":"prop"}"#))
+                .unwrap();
+            let status = rt.block_on(app.clone().oneshot(req)).unwrap().status();
+            prop_assert!(!status.is_server_error(), "{path}: {status}");
+        }
+    });
+}
