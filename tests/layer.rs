@@ -105,6 +105,13 @@ async fn step_up(session: Session<Data>) -> Result<&'static str, HttpError> {
     Ok("stepped up")
 }
 
+async fn change_password(session: Session<Data>) -> Result<String, HttpError> {
+    // The test app skips the password check and update a real one does here.
+    let s = session.logout_other_sessions().await?;
+    let s = s.update("rotated".into())?;
+    Ok(s.data().clone())
+}
+
 async fn sensitive(session: Fresh<Data>) -> String {
     format!("sensitive for {}", session.user_id())
 }
@@ -149,6 +156,7 @@ fn router(layer: SessionLayer<Data>) -> Router {
         .route("/regenerate", post(regenerate))
         .route("/step-up", post(step_up))
         .route("/sensitive", get(sensitive))
+        .route("/password", post(change_password))
         .route("/echo", post(echo).get(echo))
         .route("/metrics", get(metrics))
         .layer(layer)
@@ -442,6 +450,24 @@ async fn logout_everywhere_kills_the_users_other_sessions_only() {
     // A new login after the bump works.
     let again = s.session_for("everywhere-gina").await;
     assert_eq!(s.get("/me", &again).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn password_change_keeps_this_session_under_a_new_id_and_kills_the_others() {
+    let s = start(CookieSettings::production(), FingerprintMode::Off).await;
+    let here = s.session_for("password-quinn").await;
+    let elsewhere = s.session_for("password-quinn").await;
+    s.clock.advance(Duration::from_millis(5));
+    let r = s.post("/password", &here).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "rotated"));
+    let renewed = r.token(&s.cookie_name);
+    assert_eq!(
+        s.get("/me", &renewed).await.json()["user"],
+        "password-quinn"
+    );
+    assert_eq!(s.get("/me", &elsewhere).await.code(), "REVOKED");
+    assert_eq!(s.get("/me", &here).await.code(), "REVOKED");
+    assert!(captured().contains("event=\"logged_out_everywhere\" user=password-quinn"));
 }
 
 #[tokio::test]
