@@ -15,6 +15,14 @@
 //! - [`cookies`]: cookie attributes, `__Host-` preset, building and clearing Set-Cookie.
 //! - [`revocation`]: the backend trait and the in-process list ([`MemoryRevocations`]).
 //! - [`clock`]: injectable time.
+//! - [`client_ip`]: the client address behind trusted proxies (`X-Forwarded-For`).
+//! - [`fingerprint`]: [`FingerprintMode`] and the coarse client fingerprint for the HTTP layer.
+//! - [`layer`]: [`SessionLayer`], the tower layer: validation once per request, cross-origin
+//!   refusal, renewal and clearing cookies.
+//! - [`extract`]: axum extractors ([`extract::Session`], [`extract::Fresh`],
+//!   [`extract::SessionManager`]) and [`extract::HttpError`], the one status-and-code mapping.
+//! - [`audit`]: audit events on the `sealed_sessions::audit` target and the anomaly detector.
+//! - [`metrics`]: [`Metrics`], Prometheus text for a `/metrics` route.
 //!
 //! # Example
 //! ```
@@ -29,14 +37,58 @@
 //! assert_eq!(session.data(), "user");
 //! # });
 //! ```
+//!
+//! # HTTP
+//! [`SessionLayer`] validates the cookie once per request; the [`extract`] types hand the result
+//! to handlers and record cookie changes (`examples/minimal.rs` is a whole app):
+//! ```
+//! use axum::{Router, body::Body, routing::{get, post}};
+//! use http::{Request, StatusCode};
+//! use sealed_sessions::extract::{HttpError, Session, SessionManager};
+//! use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, LayerOptions, SessionEngine, SessionLayer};
+//! use tower::ServiceExt;
+//!
+//! async fn login(sessions: SessionManager<()>) -> Result<&'static str, HttpError> {
+//!     // A real handler checks a password first.
+//!     sessions.login("alice", ()).await?;
+//!     Ok("welcome")
+//! }
+//!
+//! async fn me(session: Session<()>) -> String {
+//!     session.user_id().to_string()
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+//! let engine: SessionEngine<()> = SessionEngine::new(EngineConfig::default(), keys);
+//! let app = Router::new()
+//!     .route("/login", post(login))
+//!     .route("/me", get(me))
+//!     .layer(SessionLayer::new(engine, LayerOptions::default()).unwrap());
+//!
+//! let login = Request::post("/login").body(Body::empty()).unwrap();
+//! let res = app.clone().oneshot(login).await.unwrap();
+//! let set_cookie = res.headers()["set-cookie"].to_str().unwrap();
+//! let cookie = set_cookie.split(';').next().unwrap().to_owned();
+//!
+//! let me = Request::get("/me").header("cookie", cookie).body(Body::empty()).unwrap();
+//! assert_eq!(app.oneshot(me).await.unwrap().status(), StatusCode::OK);
+//! # });
+//! ```
 
 mod aead;
+pub mod audit;
 pub mod claims;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod engine;
+pub mod extract;
+pub mod fingerprint;
 pub mod keys;
+pub mod layer;
+pub mod metrics;
 pub mod revocation;
 pub mod token;
 
@@ -46,3 +98,8 @@ pub use cookies::CookieSettings;
 pub use engine::{EngineError, Issued, Rejection, Session, SessionEngine};
 pub use keys::{Key, KeyError, KeyId, KeyRing};
 pub use revocation::{MemoryRevocations, RevocationBackend};
+
+pub use client_ip::TrustedProxies;
+pub use fingerprint::FingerprintMode;
+pub use layer::{LayerOptions, SessionLayer};
+pub use metrics::Metrics;

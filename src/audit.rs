@@ -1,0 +1,524 @@
+//! Audit events: one `tracing` event per security-relevant session change, on the target
+//! [`AUDIT_TARGET`], plus a detector for bursts of suspicious events against one user.
+//!
+//! Every event has a field `event` (see [`AuditEvent`]); session events carry `user` and `sid`
+//! ([`SessionId::short_hash`], never the id itself); rejections carry `reason` (the rejection
+//! code). Tokens, keys and passwords are never passed to these functions, so they cannot be
+//! logged. User names are truncated and stripped of control characters, since a failed login
+//! logs whatever name the client typed.
+//!
+//! The free functions only log. [`Auditor`] logs, counts the event in [`Metrics`], and feeds the
+//! [`AnomalyDetector`]; the layer and extractors use one, and the server gets it from
+//! [`SessionLayer::auditor`](crate::layer::SessionLayer::auditor) for login failures and
+//! throttling.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::claims::SessionId;
+use crate::engine::Rejection;
+use crate::metrics::Metrics;
+
+/// The `tracing` target of every audit event; route it to the audit log with a filter such as
+/// `sealed_sessions::audit=info`.
+pub const AUDIT_TARGET: &str = "sealed_sessions::audit";
+
+/// Longest user name written to a log line.
+const MAX_LOGGED_USER: usize = 128;
+
+/// The kinds of audit event (the `event` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A session was issued at login.
+    Created,
+    /// A session's cookie was re-issued by sliding renewal.
+    Renewed,
+    /// A session got a new id (privilege change); the old id is revoked.
+    Regenerated,
+    /// A session was logged out.
+    LoggedOut,
+    /// All of a user's sessions were revoked (or all but the current one).
+    LoggedOutEverywhere,
+    /// A session's authentication time was refreshed by a password check.
+    StepUp,
+    /// A session cookie was rejected.
+    Rejected,
+    /// A session's fingerprint did not match the request's.
+    FingerprintMismatch,
+    /// A login attempt failed.
+    LoginFailed,
+    /// A request was refused by a rate limit.
+    Throttled,
+    /// A burst of suspicious events against one user.
+    Anomaly,
+}
+
+impl AuditEvent {
+    /// Every event, in a fixed order (metrics use it to pre-register counters).
+    pub const ALL: [AuditEvent; 11] = [
+        AuditEvent::Created,
+        AuditEvent::Renewed,
+        AuditEvent::Regenerated,
+        AuditEvent::LoggedOut,
+        AuditEvent::LoggedOutEverywhere,
+        AuditEvent::StepUp,
+        AuditEvent::Rejected,
+        AuditEvent::FingerprintMismatch,
+        AuditEvent::LoginFailed,
+        AuditEvent::Throttled,
+        AuditEvent::Anomaly,
+    ];
+
+    /// The `event` field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditEvent::Created => "created",
+            AuditEvent::Renewed => "renewed",
+            AuditEvent::Regenerated => "regenerated",
+            AuditEvent::LoggedOut => "logged_out",
+            AuditEvent::LoggedOutEverywhere => "logged_out_everywhere",
+            AuditEvent::StepUp => "step_up",
+            AuditEvent::Rejected => "rejected",
+            AuditEvent::FingerprintMismatch => "fingerprint_mismatch",
+            AuditEvent::LoginFailed => "login_failed",
+            AuditEvent::Throttled => "throttled",
+            AuditEvent::Anomaly => "anomaly",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A user name as it may appear in a log line: at most 128 characters, control characters
+/// replaced, so a crafted name cannot forge log lines.
+pub fn loggable_user(user: &str) -> Cow<'_, str> {
+    let clean = user.chars().count() <= MAX_LOGGED_USER && !user.chars().any(char::is_control);
+    if clean {
+        Cow::Borrowed(user)
+    } else {
+        Cow::Owned(
+            user.chars()
+                .take(MAX_LOGGED_USER)
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect(),
+        )
+    }
+}
+
+/// Logs `event="created"`.
+pub fn created(user: &str, sid: SessionId) {
+    session_event(AuditEvent::Created, user, sid);
+}
+
+/// Logs `event="renewed"`.
+pub fn renewed(user: &str, sid: SessionId) {
+    session_event(AuditEvent::Renewed, user, sid);
+}
+
+/// Logs `event="step_up"`.
+pub fn step_up(user: &str, sid: SessionId) {
+    session_event(AuditEvent::StepUp, user, sid);
+}
+
+/// Logs `event="logged_out"`.
+pub fn logged_out(user: &str, sid: SessionId) {
+    session_event(AuditEvent::LoggedOut, user, sid);
+}
+
+fn session_event(event: AuditEvent, user: &str, sid: SessionId) {
+    let user = loggable_user(user);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = event.as_str(),
+        user = %user,
+        sid = %sid.short_hash(),
+        "session {}", event.as_str()
+    );
+}
+
+/// Logs `event="regenerated"` with the old and the new id's hashes.
+pub fn regenerated(user: &str, old: SessionId, new: SessionId) {
+    let user = loggable_user(user);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::Regenerated.as_str(),
+        user = %user,
+        sid = %new.short_hash(),
+        old_sid = %old.short_hash(),
+        "session regenerated"
+    );
+}
+
+/// Logs `event="logged_out_everywhere"`; `kept` is the session that survives (password change),
+/// if any.
+pub fn logged_out_everywhere(user: &str, sid: SessionId, kept: Option<SessionId>) {
+    let user = loggable_user(user);
+    let kept = kept.map(|k| k.short_hash());
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::LoggedOutEverywhere.as_str(),
+        user = %user,
+        sid = %sid.short_hash(),
+        kept_sid = kept.as_deref().map(tracing::field::display),
+        "all sessions of user revoked"
+    );
+}
+
+/// Logs `event="rejected"` with `reason` = the rejection code; `who` is known only for tokens
+/// that authenticated.
+pub fn rejected(reason: &str, who: Option<(&str, SessionId)>) {
+    let user = who.map(|(u, _)| loggable_user(u));
+    let sid = who.map(|(_, s)| s.short_hash());
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::Rejected.as_str(),
+        reason,
+        user = user.as_deref().map(tracing::field::display),
+        sid = sid.as_deref().map(tracing::field::display),
+        "session rejected"
+    );
+}
+
+/// Logs `event="fingerprint_mismatch"`; `enforced` says whether the request was refused.
+pub fn fingerprint_mismatch(user: &str, sid: SessionId, enforced: bool) {
+    let user = loggable_user(user);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::FingerprintMismatch.as_str(),
+        reason = "FINGERPRINT_MISMATCH",
+        user = %user,
+        sid = %sid.short_hash(),
+        action = if enforced { "rejected" } else { "accepted" },
+        "session fingerprint changed"
+    );
+}
+
+/// Logs `event="login_failed"` for the name the client tried.
+pub fn login_failed(user: &str, ip: IpAddr) {
+    let user = loggable_user(user);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::LoginFailed.as_str(),
+        user = %user,
+        ip = %ip,
+        "login failed"
+    );
+}
+
+/// Logs `event="throttled"`: a rate limit keyed by `key` (a user name, an address, a route)
+/// refused a request from `ip`.
+pub fn throttled(key: &str, ip: IpAddr) {
+    let key = loggable_user(key);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::Throttled.as_str(),
+        key = %key,
+        ip = %ip,
+        "request throttled"
+    );
+}
+
+/// Logs `event="anomaly"` at warn level.
+pub fn anomaly(kind: AnomalyKind, user: &str, count: usize, window: Duration) {
+    let user = loggable_user(user);
+    tracing::warn!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::Anomaly.as_str(),
+        kind = kind.as_str(),
+        user = %user,
+        count,
+        window_secs = window.as_secs(),
+        "burst of suspicious events for one user"
+    );
+}
+
+/// What kind of burst the detector saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AnomalyKind {
+    /// Many fingerprint mismatches for one user: a cookie may be in use elsewhere.
+    FingerprintMismatch,
+    /// Many failed logins for one user: password guessing.
+    LoginFailed,
+}
+
+impl AnomalyKind {
+    /// The `kind` field value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::FingerprintMismatch => "fingerprint_mismatch",
+            AnomalyKind::LoginFailed => "login_failed",
+        }
+    }
+}
+
+/// Detector settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnomalyConfig {
+    /// Events within `window` that make a burst (default 5).
+    pub threshold: usize,
+    /// The sliding window (default 60 s).
+    pub window: Duration,
+    /// Users tracked at once (default 10 000); beyond it the least recently seen are dropped,
+    /// so an attacker spraying names costs bounded memory.
+    pub capacity: u64,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        AnomalyConfig {
+            threshold: 5,
+            window: Duration::from_secs(60),
+            capacity: 10_000,
+        }
+    }
+}
+
+/// Recent event times for one (kind, user), at most `threshold` of them.
+type Recent = Arc<Mutex<VecDeque<Instant>>>;
+
+/// Counts suspicious events per user in a sliding window and reports a burst once per
+/// `threshold` events. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct AnomalyDetector {
+    config: AnomalyConfig,
+    // moka bounds both the number of users (capacity) and how long an idle one is kept (the
+    // window: after it, its events no longer count anyway).
+    recent: moka::sync::Cache<(AnomalyKind, String), Recent>,
+}
+
+impl std::fmt::Debug for AnomalyDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnomalyDetector")
+            .field("config", &self.config)
+            .field("tracked", &self.recent.entry_count())
+            .finish()
+    }
+}
+
+impl Default for AnomalyDetector {
+    fn default() -> Self {
+        AnomalyDetector::new(AnomalyConfig::default())
+    }
+}
+
+impl AnomalyDetector {
+    /// A detector with these settings (a threshold of 0 is treated as 1).
+    pub fn new(config: AnomalyConfig) -> AnomalyDetector {
+        let config = AnomalyConfig {
+            threshold: config.threshold.max(1),
+            ..config
+        };
+        AnomalyDetector {
+            config,
+            recent: moka::sync::Cache::builder()
+                .max_capacity(config.capacity)
+                .time_to_idle(config.window)
+                .build(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> AnomalyConfig {
+        self.config
+    }
+
+    /// Records one event now; true when it completes a burst.
+    pub fn record(&self, kind: AnomalyKind, user: &str) -> bool {
+        self.record_at(kind, user, Instant::now())
+    }
+
+    /// Records one event at `now`; true when it completes a burst (the count then starts over,
+    /// so a sustained attack reports once per `threshold` events, not on every one).
+    pub fn record_at(&self, kind: AnomalyKind, user: &str, now: Instant) -> bool {
+        // Keys are cut like logged names, so a megabyte-long login name costs no more memory.
+        let key: String = user.chars().take(MAX_LOGGED_USER).collect();
+        let slot = self.recent.get_with((kind, key), Recent::default);
+        let mut times = slot.lock();
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > self.config.window)
+        {
+            times.pop_front();
+        }
+        times.push_back(now);
+        if times.len() >= self.config.threshold {
+            times.clear();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Logs audit events, counts them in [`Metrics`] and runs the [`AnomalyDetector`]. Cheap to
+/// clone.
+#[derive(Clone, Debug, Default)]
+pub struct Auditor {
+    metrics: Metrics,
+    detector: AnomalyDetector,
+}
+
+impl Auditor {
+    /// An auditor reporting to `metrics` and `detector`.
+    pub fn new(metrics: Metrics, detector: AnomalyDetector) -> Auditor {
+        Auditor { metrics, detector }
+    }
+
+    /// The metrics it counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The anomaly detector.
+    pub fn detector(&self) -> &AnomalyDetector {
+        &self.detector
+    }
+
+    /// A session was issued.
+    pub fn created(&self, user: &str, sid: SessionId) {
+        created(user, sid);
+        self.metrics.audit_event(AuditEvent::Created);
+    }
+
+    /// A session's cookie was renewed.
+    pub fn renewed(&self, user: &str, sid: SessionId) {
+        renewed(user, sid);
+        self.metrics.audit_event(AuditEvent::Renewed);
+    }
+
+    /// A session got a new id.
+    pub fn regenerated(&self, user: &str, old: SessionId, new: SessionId) {
+        regenerated(user, old, new);
+        self.metrics.audit_event(AuditEvent::Regenerated);
+    }
+
+    /// A session was logged out.
+    pub fn logged_out(&self, user: &str, sid: SessionId) {
+        logged_out(user, sid);
+        self.metrics.audit_event(AuditEvent::LoggedOut);
+    }
+
+    /// All of a user's sessions were revoked (`kept`: the one that survives, if any).
+    pub fn logged_out_everywhere(&self, user: &str, sid: SessionId, kept: Option<SessionId>) {
+        logged_out_everywhere(user, sid, kept);
+        self.metrics.audit_event(AuditEvent::LoggedOutEverywhere);
+    }
+
+    /// A session stepped up.
+    pub fn step_up(&self, user: &str, sid: SessionId) {
+        step_up(user, sid);
+        self.metrics.audit_event(AuditEvent::StepUp);
+    }
+
+    /// A session cookie was rejected; `who` is known only for tokens that authenticated. A
+    /// fingerprint mismatch is logged as `fingerprint_mismatch` and feeds the detector.
+    pub fn rejected(&self, rejection: &Rejection, who: Option<(&str, SessionId)>) {
+        self.metrics.rejection(rejection.code());
+        match (rejection, who) {
+            (Rejection::FingerprintMismatch, Some((user, sid))) => {
+                self.fingerprint_mismatch(user, sid, true);
+            }
+            _ => {
+                rejected(rejection.code(), who);
+                self.metrics.audit_event(AuditEvent::Rejected);
+            }
+        }
+    }
+
+    /// A session's fingerprint changed (`enforced`: the request was refused).
+    pub fn fingerprint_mismatch(&self, user: &str, sid: SessionId, enforced: bool) {
+        fingerprint_mismatch(user, sid, enforced);
+        self.metrics.audit_event(AuditEvent::FingerprintMismatch);
+        self.detect(AnomalyKind::FingerprintMismatch, user);
+    }
+
+    /// A login attempt for `user` from `ip` failed.
+    pub fn login_failed(&self, user: &str, ip: IpAddr) {
+        login_failed(user, ip);
+        self.metrics.audit_event(AuditEvent::LoginFailed);
+        self.detect(AnomalyKind::LoginFailed, user);
+    }
+
+    /// A rate limit keyed by `key` refused a request from `ip`.
+    pub fn throttled(&self, key: &str, ip: IpAddr) {
+        throttled(key, ip);
+        self.metrics.audit_event(AuditEvent::Throttled);
+    }
+
+    fn detect(&self, kind: AnomalyKind, user: &str) {
+        if self.detector.record(kind, user) {
+            let c = self.detector.config();
+            anomaly(kind, user, c.threshold, c.window);
+            self.metrics.audit_event(AuditEvent::Anomaly);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_of_five_within_a_minute_is_reported_once() {
+        let d = AnomalyDetector::default();
+        let t0 = Instant::now();
+        let kind = AnomalyKind::LoginFailed;
+        let hits: Vec<bool> = (0..10)
+            .map(|i| d.record_at(kind, "alice", t0 + Duration::from_secs(i)))
+            .collect();
+        assert_eq!(hits.iter().filter(|h| **h).count(), 2, "{hits:?}");
+        assert!(hits[4] && hits[9]);
+        // Another user and another kind count separately.
+        assert!(!d.record_at(kind, "bob", t0));
+        assert!(!d.record_at(AnomalyKind::FingerprintMismatch, "alice", t0));
+    }
+
+    #[test]
+    fn events_spread_beyond_the_window_are_not_a_burst() {
+        let d = AnomalyDetector::default();
+        let t0 = Instant::now();
+        for i in 0..20 {
+            assert!(!d.record_at(
+                AnomalyKind::LoginFailed,
+                "alice",
+                t0 + Duration::from_secs(20 * i)
+            ));
+        }
+    }
+
+    #[test]
+    fn detector_memory_is_bounded() {
+        let d = AnomalyDetector::new(AnomalyConfig {
+            capacity: 100,
+            ..AnomalyConfig::default()
+        });
+        for i in 0..5_000 {
+            d.record(AnomalyKind::LoginFailed, &format!("user{i}"));
+        }
+        d.recent.run_pending_tasks();
+        assert!(d.recent.entry_count() <= 100, "{}", d.recent.entry_count());
+    }
+
+    #[test]
+    fn user_names_cannot_forge_log_lines() {
+        assert_eq!(loggable_user("alice"), "alice");
+        assert_eq!(loggable_user("a\nevent=created"), "a?event=created");
+        assert_eq!(loggable_user(&"x".repeat(500)).len(), MAX_LOGGED_USER);
+    }
+
+    #[test]
+    fn event_indexes_match_all() {
+        for (i, e) in AuditEvent::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+        }
+    }
+}
