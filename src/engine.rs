@@ -390,9 +390,12 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// Privilege change: a new session id carrying the same data (or `data` when given), and the
     /// old id revoked. The absolute expiry is kept.
     ///
+    /// Policy: if the shared store does not take the old id's revocation, regeneration still
+    /// succeeds — the old id is revoked on this node at once and the backend retries until the
+    /// store accepts it (as for a single logout); a warning is logged.
+    ///
     /// # Errors
-    /// [`EngineError::Revocation`] when the old id could not be recorded in the shared store (it
-    /// is revoked on this node already), [`EngineError::Seal`].
+    /// [`EngineError::Seal`].
     pub async fn regenerate(
         &self,
         session: &Session<T>,
@@ -406,10 +409,14 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
             claims.data = d;
         }
         let issued = self.seal(claims, now)?;
-        self.inner
+        if let Err(e) = self
+            .inner
             .revocations
             .revoke_session(session.id(), session.claims.expires_at, now)
-            .await?;
+            .await
+        {
+            tracing::warn!(error = %e, "regenerated session's old id is revoked locally; the shared store will be retried");
+        }
         Ok(issued)
     }
 
@@ -417,7 +424,8 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ///
     /// # Errors
     /// [`EngineError::Revocation`] when the shared store did not take it (enforced locally and
-    /// retried in the background).
+    /// retried in the background). Callers usually treat this as success:
+    /// the cookie is cleared and the revocation is already in force on this node.
     pub async fn logout(&self, session: &Session<T>) -> Result<(), EngineError> {
         self.inner
             .revocations

@@ -318,14 +318,17 @@ impl<T: SessionData> Session<T> {
 
     /// Logs out: revokes this session id and clears the cookie.
     ///
+    /// Policy: a shared-store outage does not fail a single logout. The id is revoked on this
+    /// node at once, the backend retries until the store accepts it, and a warning is logged.
+    ///
     /// # Errors
-    /// 503 `REVOCATION_UNAVAILABLE` when the shared revocation store did not take it. The
-    /// session is revoked on this node already and the backend keeps retrying, and the cookie is
-    /// cleared on the error response too.
+    /// None today; the `Result` leaves room for backends with stricter policies.
     pub async fn logout(self) -> Result<(), HttpError> {
         self.ctx.clear_cookie();
         self.auditor().logged_out(self.user_id(), self.id());
-        self.engine().logout(&self.session).await?;
+        if let Err(e) = self.engine().logout(&self.session).await {
+            tracing::warn!(error = %e, "logout is in force on this node; the shared store will be retried");
+        }
         Ok(())
     }
 
@@ -345,21 +348,13 @@ impl<T: SessionData> Session<T> {
     /// revoked.
     ///
     /// # Errors
-    /// 503 `REVOCATION_UNAVAILABLE` when the old id could not be recorded in the shared store
-    /// (it is revoked on this node, so the cookie is cleared); 500 when sealing fails.
+    /// 500 when sealing fails. A shared-store outage does not fail it (see
+    /// [`SessionEngine::regenerate`]).
     pub async fn regenerate(self, data: Option<T>) -> Result<Session<T>, HttpError> {
-        match self.engine().regenerate(&self.session, data).await {
-            Ok(issued) => {
-                self.auditor()
-                    .regenerated(self.user_id(), self.id(), issued.session.id());
-                Ok(self.replaced_by(&issued))
-            }
-            Err(e @ EngineError::Revocation(_)) => {
-                self.ctx.clear_cookie();
-                Err(e.into())
-            }
-            Err(e) => Err(e.into()),
-        }
+        let issued = self.engine().regenerate(&self.session, data).await?;
+        self.auditor()
+            .regenerated(self.user_id(), self.id(), issued.session.id());
+        Ok(self.replaced_by(&issued))
     }
 
     /// Step-up: the user just re-entered their password (checked by the caller); refreshes the

@@ -37,10 +37,26 @@ pub struct ServeConfig {
     #[arg(long, value_name = "FILE", env = "SEALED_SESSIONS_USERS")]
     pub users: Option<PathBuf>,
 
-    /// Redis URL for the shared revocation list (redis://, rediss:// or unix://). Validated and
-    /// kept; the Redis backend itself is not wired in yet.
+    /// Redis URL for the shared revocation list (redis://, rediss:// or unix://). Without it,
+    /// revocations live in this process only (one node).
     #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS", value_parser = RedisUrlParser)]
     pub redis: Option<RedisUrl>,
+
+    /// Prefix of the Redis keys (keys are `<prefix>{ss}:…`), so several deployments can share
+    /// one Redis.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "SEALED_SESSIONS_REDIS_PREFIX",
+        default_value = "sealed-sessions"
+    )]
+    pub redis_prefix: String,
+
+    /// With --redis: once this node's revocation list has been out of sync with Redis longer
+    /// than this, session routes answer 503 REVOCATION_STALE (fail closed). Default: never;
+    /// the node keeps validating from its local list.
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_MAX_STALENESS", value_parser = parse_duration)]
+    pub max_staleness: Option<Duration>,
 
     /// Idle timeout: a session unused this long is rejected.
     #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
@@ -224,6 +240,17 @@ pub enum FingerprintArg {
 }
 
 impl FingerprintArg {
+    /// The layer's mode.
+    pub fn mode(self) -> sealed_sessions::FingerprintMode {
+        use sealed_sessions::FingerprintMode;
+        match self {
+            FingerprintArg::Off => FingerprintMode::Off,
+            FingerprintArg::Log => FingerprintMode::Log,
+            FingerprintArg::Ua => FingerprintMode::Ua,
+            FingerprintArg::UaIp => FingerprintMode::UaIp,
+        }
+    }
+
     /// The engine policy: whether a mismatch is ignored, logged or rejected.
     pub fn policy(self) -> FingerprintPolicy {
         match self {
@@ -320,7 +347,6 @@ pub struct RedisUrl(String);
 
 impl RedisUrl {
     /// The URL as given, password included (for the Redis client only).
-    #[allow(dead_code)] // used once the Redis backend is wired in
     pub fn expose(&self) -> &str {
         &self.0
     }

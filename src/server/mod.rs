@@ -15,14 +15,11 @@
 
 pub mod admin;
 pub mod config;
+pub mod handlers;
 pub mod keys_bootstrap;
 pub mod routes;
 pub mod serve;
-// Building blocks of the session routes (login, step-up, password change), which land next;
-// drop these allows then.
-#[allow(dead_code)]
 pub mod throttle;
-#[allow(dead_code)]
 pub mod users;
 
 use std::future::Future;

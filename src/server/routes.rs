@@ -1,6 +1,7 @@
 //! The application state and its router. Session routes are added in [`build_router`].
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -9,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use sealed_sessions::SessionEngine;
+use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -23,8 +24,11 @@ pub const PAGE: &str = include_str!("page.html");
 /// What the server seals into each session besides the user id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionData {
-    /// The role at login (a role change regenerates the session).
+    /// The account's role at login.
     pub role: Role,
+    /// Whether the session was elevated to admin privileges (`POST /elevate`, which also
+    /// regenerates the session id).
+    pub elevated: bool,
 }
 
 /// Shared by every handler. Cheap to clone: every field is a handle.
@@ -32,33 +36,66 @@ pub struct SessionData {
 pub struct AppState {
     /// Issues, validates and revokes sessions.
     pub engine: SessionEngine<SessionData>,
+    /// The session layer (cookie in, session out; audit and metrics).
+    pub layer: SessionLayer<SessionData>,
     /// Checks passwords against the user store, a bounded number at a time.
     pub verifier: PasswordVerifier,
     /// Failed-login counters.
-    #[allow(dead_code)] // for the login route
     pub throttle: LoginThrottle,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Fail closed (503) once the revocation list has been out of sync this long.
+    pub max_staleness: Option<Duration>,
 }
 
 impl AppState {
+    /// State over `engine` with a layer built from `options`.
+    ///
+    /// # Errors
+    /// When the layer options do not fit the engine (fingerprint mode versus policy).
+    pub fn new(
+        engine: SessionEngine<SessionData>,
+        options: LayerOptions,
+        verifier: PasswordVerifier,
+        throttle: LoginThrottle,
+        max_body_bytes: usize,
+        max_staleness: Option<Duration>,
+    ) -> anyhow::Result<AppState> {
+        let layer = SessionLayer::new(engine.clone(), options)?;
+        Ok(AppState {
+            engine,
+            layer,
+            verifier,
+            throttle,
+            max_body_bytes,
+            max_staleness,
+        })
+    }
+
     /// The user store (through the verifier, which owns it).
-    #[allow(dead_code)] // for the session routes
     pub fn users(&self) -> &UserStore {
         self.verifier.users()
+    }
+
+    /// Whether the revocation list is too stale to trust (`--max-staleness`).
+    pub fn too_stale(&self) -> bool {
+        let sync = self.engine.revocations().sync_status();
+        self.max_staleness
+            .is_some_and(|max| !sync.synced && Duration::from_millis(sync.lag_ms) > max)
     }
 }
 
 /// The router over `state`: [`routes`] with the server-wide layers of [`finish`].
 pub fn build_router(state: AppState) -> Router {
-    finish(routes(), state)
+    finish(routes(&state), state)
 }
 
-/// Every route. Add session routes here.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+/// Every route: the session API behind the session layer, then the routes that need no session.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    super::handlers::session_routes(state)
         .route("/", get(page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 /// The JSON 404 fallback and the body limit around `router`, then the state. Layers wrap only
@@ -85,18 +122,35 @@ async fn not_found() -> Response {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let sync = state.engine.revocations().sync_status();
+    let stale = state.too_stale();
     let body = json!({
-        "status": if sync.synced { "ok" } else { "degraded" },
+        "status": if stale { "stale" } else if sync.synced { "ok" } else { "degraded" },
         "revocation": {
             "backend": sync.backend,
             "synced": sync.synced,
             "lag_ms": sync.lag_ms,
         },
     });
-    let mut resp = Json(body).into_response();
+    let status = if stale {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (status, Json(body)).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.layer.metrics().render(&state.engine),
+    )
+        .into_response()
 }
 
 /// The page's Content-Security-Policy: only its own inline script and style (by hash), requests
@@ -164,12 +218,15 @@ pub(crate) mod tests {
     pub(crate) fn test_state(max_body_bytes: usize) -> AppState {
         let keys = KeyRing::single(KeyId::new("t1").unwrap(), Key::generate().unwrap());
         let users = Arc::new(UserStore::default());
-        AppState {
-            engine: SessionEngine::new(EngineConfig::default(), keys),
-            verifier: PasswordVerifier::new(users, 1),
-            throttle: LoginThrottle::new(ThrottleConfig::default()),
+        AppState::new(
+            SessionEngine::new(EngineConfig::default(), keys),
+            LayerOptions::default(),
+            PasswordVerifier::new(users, 1),
+            LoginThrottle::new(ThrottleConfig::default()),
             max_body_bytes,
-        }
+            None,
+        )
+        .unwrap()
     }
 
     async fn body_text(resp: Response) -> String {
@@ -244,12 +301,13 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
+        let state = test_state(16);
         let app = finish(
-            routes().route(
+            routes(&state).route(
                 "/echo",
                 axum::routing::post(|body: String| async move { body }),
             ),
-            test_state(16),
+            state,
         );
         let req = |n: usize| {
             Request::post("/echo")

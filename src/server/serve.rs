@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sealed_sessions::SessionEngine;
+use sealed_sessions::clock::SystemClock;
+use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
+use sealed_sessions::{LayerOptions, MemoryRevocations, SessionEngine, TrustedProxies};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -45,15 +47,41 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let shutdown = shutdown_signal()?;
         let (keys, _source) = keys_bootstrap::load(&config.keys_dir, config.production)?;
         let users = load_users(&config).await?;
-        if let Some(url) = &config.redis {
-            warn!(redis = %url, "--redis is validated but not used yet: revocations stay in this process's memory and are not shared with other nodes");
-        }
-        let state = AppState {
-            engine: SessionEngine::new(engine_config, keys),
-            verifier: PasswordVerifier::new(Arc::new(users), config.login_concurrency),
-            throttle: LoginThrottle::new(ThrottleConfig::default()),
-            max_body_bytes: config.max_body_bytes,
+        let revocations: Arc<dyn RevocationBackend> = match &config.redis {
+            Some(url) => {
+                let mut rc = RedisConfig::new(url.expose(), config.absolute_timeout);
+                rc.prefix = config.redis_prefix.clone();
+                let backend = RedisRevocations::connect(rc)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if backend.sync_status().synced {
+                    info!(redis = %url, "revocation list synced from Redis");
+                } else {
+                    warn!(redis = %url, "Redis unreachable at start: validating from the local list and retrying");
+                }
+                Arc::new(backend)
+            }
+            None => Arc::new(MemoryRevocations::new()),
         };
+        let engine = SessionEngine::with_parts(
+            engine_config,
+            keys,
+            revocations,
+            Arc::new(SystemClock),
+        );
+        let options = LayerOptions {
+            fingerprint: config.fingerprint.mode(),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
+            ..LayerOptions::default()
+        };
+        let state = AppState::new(
+            engine,
+            options,
+            PasswordVerifier::new(Arc::new(users), config.login_concurrency),
+            LoginThrottle::new(ThrottleConfig::default()),
+            config.max_body_bytes,
+            config.max_staleness,
+        )?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -282,6 +282,7 @@ impl PasswordVerifier {
     }
 
     /// Sets how long a check waits for a free slot (default 10 s).
+    #[cfg(test)]
     #[must_use]
     pub fn with_queue_timeout(mut self, timeout: Duration) -> PasswordVerifier {
         self.queue_timeout = timeout;

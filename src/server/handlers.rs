@@ -1,0 +1,313 @@
+//! The session API: login, me, logout, logout everywhere, step-up, password change, elevation.
+//!
+//! Every error is `{"error": "...", "code": "..."}` with a 4xx/5xx status; handlers never panic
+//! on client input.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sealed_sessions::clock::UnixMillis;
+use sealed_sessions::extract::{Fresh, HttpError, Session, SessionManager};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::routes::{AppState, SessionData, error_response};
+use super::users::{Role, VerifyError};
+
+/// Longest username accepted (bytes).
+const MAX_USERNAME: usize = 128;
+/// Password length bounds (bytes). The upper bound caps argon2 input, not security.
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 1024;
+
+type Sess = Session<SessionData>;
+
+/// The session routes, wrapped in the session layer and the staleness guard.
+pub fn session_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/logout", post(logout))
+        .route("/logout-everywhere", post(logout_everywhere))
+        .route("/auth/step-up", post(step_up))
+        .route("/password", post(change_password))
+        .route("/elevate", post(elevate))
+        .layer(state.layer.clone())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            fail_closed_when_stale,
+        ))
+}
+
+/// `--max-staleness`: once the revocation list has been out of sync longer than allowed, session
+/// routes answer 503 rather than trust a list that may miss revocations.
+async fn fail_closed_when_stale(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.too_stale() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "REVOCATION_STALE",
+            "revocation list is out of sync for longer than allowed",
+        );
+    }
+    next.run(req).await
+}
+
+fn bad_request(message: &str) -> Response {
+    error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+}
+
+/// A JSON body, or 400 BAD_REQUEST with a JSON error (never axum's plain-text rejection).
+fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    match body {
+        Ok(Json(b)) => Ok(b),
+        Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "request body too large",
+            ))
+        }
+        Err(e) => Err(bad_request(&e.body_text())),
+    }
+}
+
+fn rfc3339(t: UnixMillis) -> String {
+    humantime::format_rfc3339_millis(t.to_system_time()).to_string()
+}
+
+fn busy() -> Response {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "BUSY",
+        "too many password checks in progress; retry shortly",
+    )
+}
+
+fn verify_error(e: VerifyError) -> Response {
+    match e {
+        VerifyError::Busy => busy(),
+        VerifyError::Internal(_) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "password check failed",
+        ),
+    }
+}
+
+fn too_many(retry_after: Duration) -> Response {
+    let mut resp = error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "TOO_MANY_ATTEMPTS",
+        "too many failed attempts; retry later",
+    );
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+fn invalid_credentials() -> Response {
+    error_response(
+        StatusCode::UNAUTHORIZED,
+        "INVALID_CREDENTIALS",
+        "invalid username or password",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: Zeroizing<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    manager: SessionManager<SessionData>,
+    req: Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Response, Response> {
+    let LoginBody { username, password } = body(req)?;
+    if username.is_empty() || username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
+        return Err(bad_request("username or password length out of range"));
+    }
+    let ip = manager.client_ip();
+    if let Err(t) = state.throttle.check(&username, ip) {
+        manager.auditor().throttled(&username, ip);
+        return Err(too_many(t.retry_after));
+    }
+    let role = state
+        .verifier
+        .verify(&username, password)
+        .await
+        .map_err(verify_error)?;
+    let Some(role) = role else {
+        state.throttle.record_failure(&username, ip);
+        manager.auditor().login_failed(&username, ip);
+        return Err(invalid_credentials());
+    };
+    state.throttle.record_success(&username);
+    let session = manager
+        .login(
+            username.clone(),
+            SessionData {
+                role,
+                elevated: false,
+            },
+        )
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(json!({ "user": session.user_id(), "role": role.as_str() })).into_response())
+}
+
+async fn me(session: Sess) -> Json<serde_json::Value> {
+    let c = session.claims();
+    Json(json!({
+        "user": c.user_id,
+        "role": c.data.role.as_str(),
+        "elevated": c.data.elevated,
+        "session_id": c.session_id.to_string(),
+        "created_at": rfc3339(c.created_at),
+        "auth_time": rfc3339(c.auth_time),
+        "expires_at": rfc3339(c.expires_at),
+    }))
+}
+
+async fn logout(session: Sess) -> Result<Json<serde_json::Value>, HttpError> {
+    session.logout().await?;
+    Ok(Json(json!({ "status": "logged_out" })))
+}
+
+async fn logout_everywhere(session: Sess) -> Result<Json<serde_json::Value>, HttpError> {
+    session.logout_everywhere().await?;
+    Ok(Json(json!({ "status": "logged_out_everywhere" })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepUpBody {
+    password: Zeroizing<String>,
+}
+
+async fn step_up(
+    State(state): State<AppState>,
+    session: Sess,
+    req: Result<Json<StepUpBody>, JsonRejection>,
+) -> Result<Response, Response> {
+    let StepUpBody { password } = body(req)?;
+    if password.len() > MAX_PASSWORD {
+        return Err(bad_request("password too long"));
+    }
+    let ip = session.context().client_ip();
+    let user = session.user_id().to_owned();
+    // Step-up is a password check too: the same throttle stops guessing through it.
+    if let Err(t) = state.throttle.check(&user, ip) {
+        session.context().auditor().throttled(&user, ip);
+        return Err(too_many(t.retry_after));
+    }
+    match state.verifier.verify(&user, password).await {
+        Ok(Some(_)) => {
+            let s = session.step_up().map_err(IntoResponse::into_response)?;
+            Ok(
+                Json(json!({ "user": s.user_id(), "auth_time": rfc3339(s.claims().auth_time) }))
+                    .into_response(),
+            )
+        }
+        Ok(None) => {
+            state.throttle.record_failure(&user, ip);
+            session.context().auditor().login_failed(&user, ip);
+            Err(invalid_credentials())
+        }
+        Err(e) => Err(verify_error(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    new_password: Zeroizing<String>,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    Fresh(session): Fresh<SessionData>,
+    req: Result<Json<PasswordBody>, JsonRejection>,
+) -> Result<Response, Response> {
+    let PasswordBody { new_password } = body(req)?;
+    if new_password.len() < MIN_PASSWORD || new_password.len() > MAX_PASSWORD {
+        return Err(bad_request(&format!(
+            "new password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
+        )));
+    }
+    let hash = state
+        .verifier
+        .hash(new_password)
+        .await
+        .map_err(verify_error)?;
+    let user = session.user_id().to_owned();
+    // Revoke first: if the shared store cannot take it, the password stays as it was and the
+    // client gets 503 (the revocation is still enforced locally and retried).
+    let s = session
+        .logout_other_sessions()
+        .await
+        .map_err(IntoResponse::into_response)?;
+    match state.users().set_password(&user, hash) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(error_response(
+                StatusCode::NOT_FOUND,
+                "NO_SUCH_USER",
+                "user no longer exists",
+            ));
+        }
+        Err(_) => {
+            return Err(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "could not store the new password",
+            ));
+        }
+    }
+    Ok(Json(json!({ "user": s.user_id(), "status": "password_changed" })).into_response())
+}
+
+async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Response, Response> {
+    let capable = state
+        .users()
+        .get(session.user_id())
+        .is_some_and(|u| u.role == Role::Admin);
+    if !capable {
+        return Err(error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "this account cannot be elevated",
+        ));
+    }
+    let data = SessionData {
+        role: Role::Admin,
+        elevated: true,
+    };
+    let s = session
+        .regenerate(Some(data))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(json!({
+        "user": s.user_id(),
+        "role": "admin",
+        "elevated": true,
+        "session_id": s.id().to_string(),
+    }))
+    .into_response())
+}
