@@ -479,10 +479,10 @@ impl<T: SessionData> Shared<T> {
         let headers = req.headers();
         let origin = headers.get(ORIGIN).map(|o| o.to_str().map(Origin::parse));
         // An explicitly allowed origin passes even when the browser calls it cross-site.
-        if let Some(Ok(Some(o))) = &origin {
-            if self.allowed_origins.contains(o) {
-                return false;
-            }
+        if let Some(Ok(Some(o))) = &origin
+            && self.allowed_origins.contains(o)
+        {
+            return false;
         }
         let cross_site = headers
             .get(SEC_FETCH_SITE)
@@ -535,11 +535,11 @@ impl<T: SessionData> Shared<T> {
         let client_ip = self.peer_ip(req);
         let fingerprint = fingerprint_for(self.fingerprint, req.headers(), client_ip);
         let outcome = self.validate_cookies(req, fingerprint.as_ref());
-        if let Some(Ok(session)) = &outcome {
-            if session.fingerprint_changed() {
-                self.auditor
-                    .fingerprint_mismatch(session.user_id(), session.id(), false);
-            }
+        if let Some(Ok(session)) = &outcome
+            && session.fingerprint_changed()
+        {
+            self.auditor
+                .fingerprint_mismatch(session.user_id(), session.id(), false);
         }
         SessionContext(Arc::new(ContextInner {
             engine: self.engine.clone(),

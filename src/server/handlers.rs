@@ -3,6 +3,9 @@
 //! Every error is `{"error": "...", "code": "..."}` with a 4xx/5xx status; handlers never panic
 //! on client input.
 
+// Handlers return `Result<_, Response>`, axum's idiom; the error is built once per request.
+#![allow(clippy::result_large_err)]
+
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
