@@ -13,8 +13,11 @@
 //!   logout everywhere, step-up).
 //! - [`config`]: [`EngineConfig`] with production-safe defaults.
 //! - [`cookies`]: cookie attributes, `__Host-` preset, building and clearing Set-Cookie.
-//! - [`revocation`]: the backend trait and the in-process list ([`MemoryRevocations`]).
+//! - [`revocation`]: the backend trait, the in-process list ([`MemoryRevocations`]) and the
+//!   Redis-synced list ([`revocation::RedisRevocations`]).
 //! - [`clock`]: injectable time.
+//! - [`session_index`]: each user's live sessions (listing, concurrent-session limit), in
+//!   memory or in Redis.
 //! - [`client_ip`]: the client address behind trusted proxies (`X-Forwarded-For`).
 //! - [`fingerprint`]: [`FingerprintMode`] and the coarse client fingerprint for the HTTP layer.
 //! - [`layer`]: [`SessionLayer`], the tower layer: validation once per request, cross-origin
@@ -90,6 +93,7 @@ pub mod keys;
 pub mod layer;
 pub mod metrics;
 pub mod revocation;
+pub mod session_index;
 pub mod token;
 
 pub use claims::{Claims, Fingerprint, SessionId};

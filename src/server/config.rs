@@ -52,6 +52,11 @@ pub struct ServeConfig {
     )]
     pub redis_prefix: String,
 
+    /// Keep at most this many live sessions per user: a login past the limit revokes the
+    /// user's oldest session. Shared through Redis with --redis, per node without it.
+    #[arg(long, value_name = "N", env = "SEALED_SESSIONS_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
+
     /// With --redis: once this node's revocation list has been out of sync with Redis longer
     /// than this, session routes answer 503 REVOCATION_STALE (fail closed). Default: never;
     /// the node keeps validating from its local list.

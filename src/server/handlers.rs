@@ -9,14 +9,18 @@
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use sealed_sessions::SessionId;
 use sealed_sessions::clock::UnixMillis;
 use sealed_sessions::extract::{Fresh, HttpError, Session, SessionManager};
+use sealed_sessions::fingerprint::CoarseUserAgent;
+use sealed_sessions::session_index::SessionEntry;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -43,6 +47,8 @@ pub fn session_routes(state: &AppState) -> Router<AppState> {
         .route("/auth/step-up", post(step_up))
         .route("/password", post(change_password))
         .route("/elevate", post(elevate))
+        .route("/sessions", get(list_sessions))
+        .route("/sessions/{id}", delete(delete_session))
         .layer(state.layer.clone())
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -65,6 +71,51 @@ async fn fail_closed_when_stale(
         );
     }
     next.run(req).await
+}
+
+/// "Firefox on Linux": what the session list shows of a client.
+fn user_agent_summary(headers: &HeaderMap) -> String {
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let c = CoarseUserAgent::parse(ua);
+    format!("{} on {}", c.browser, c.os)
+}
+
+/// Records a new session in the user's index and revokes the sessions past the limit. The index
+/// is best effort during a Redis outage: listing and the limit resume when Redis is back.
+async fn index_new_session(state: &AppState, s: &Sess, headers: &HeaderMap) {
+    let c = s.claims();
+    let entry = SessionEntry {
+        session_id: c.session_id,
+        created_at: c.created_at,
+        expires_at: c.expires_at,
+        user_agent: user_agent_summary(headers),
+    };
+    let now = state.engine.now();
+    match state.index.add(&c.user_id, entry, now).await {
+        Ok(evicted) => {
+            for e in evicted {
+                tracing::info!(target: "sealed_sessions::audit", event = "session_limit", user = %c.user_id, sid = %e.session_id.short_hash(), "oldest session revoked: concurrent-session limit");
+                if let Err(err) = state
+                    .engine
+                    .revocations()
+                    .revoke_session(e.session_id, e.expires_at, now)
+                    .await
+                {
+                    tracing::warn!(error = %err, "evicted session revoked locally; the shared store will be retried");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "session index unavailable; session not listed"),
+    }
+}
+
+async fn unindex(state: &AppState, user: &str, sid: SessionId) {
+    if let Err(e) = state.index.remove(user, sid).await {
+        tracing::warn!(error = %e, "session index unavailable; entry expires on its own");
+    }
 }
 
 fn bad_request(message: &str) -> Response {
@@ -140,6 +191,7 @@ struct LoginBody {
 async fn login(
     State(state): State<AppState>,
     manager: SessionManager<SessionData>,
+    headers: HeaderMap,
     req: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response, Response> {
     let LoginBody { username, password } = body(req)?;
@@ -162,6 +214,9 @@ async fn login(
         return Err(invalid_credentials());
     };
     state.throttle.record_success(&username);
+    if let Some(old) = manager.current() {
+        unindex(&state, old.user_id(), old.id()).await;
+    }
     let session = manager
         .login(
             username.clone(),
@@ -172,6 +227,7 @@ async fn login(
         )
         .await
         .map_err(IntoResponse::into_response)?;
+    index_new_session(&state, &session, &headers).await;
     Ok(Json(json!({ "user": session.user_id(), "role": role.as_str() })).into_response())
 }
 
@@ -188,13 +244,24 @@ async fn me(session: Sess) -> Json<serde_json::Value> {
     }))
 }
 
-async fn logout(session: Sess) -> Result<Json<serde_json::Value>, HttpError> {
+async fn logout(
+    State(state): State<AppState>,
+    session: Sess,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    unindex(&state, session.user_id(), session.id()).await;
     session.logout().await?;
     Ok(Json(json!({ "status": "logged_out" })))
 }
 
-async fn logout_everywhere(session: Sess) -> Result<Json<serde_json::Value>, HttpError> {
+async fn logout_everywhere(
+    State(state): State<AppState>,
+    session: Sess,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let user = session.user_id().to_owned();
     session.logout_everywhere().await?;
+    if let Err(e) = state.index.clear(&user).await {
+        tracing::warn!(error = %e, "session index unavailable; entries expire on their own");
+    }
     Ok(Json(json!({ "status": "logged_out_everywhere" })))
 }
 
@@ -246,6 +313,7 @@ struct PasswordBody {
 async fn change_password(
     State(state): State<AppState>,
     Fresh(session): Fresh<SessionData>,
+    headers: HeaderMap,
     req: Result<Json<PasswordBody>, JsonRejection>,
 ) -> Result<Response, Response> {
     let PasswordBody { new_password } = body(req)?;
@@ -283,10 +351,18 @@ async fn change_password(
             ));
         }
     }
+    if let Err(e) = state.index.clear(&user).await {
+        tracing::warn!(error = %e, "session index unavailable; entries expire on their own");
+    }
+    index_new_session(&state, &s, &headers).await;
     Ok(Json(json!({ "user": s.user_id(), "status": "password_changed" })).into_response())
 }
 
-async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Response, Response> {
+async fn elevate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    session: Sess,
+) -> Result<Response, Response> {
     let capable = state
         .users()
         .get(session.user_id())
@@ -302,10 +378,13 @@ async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Respons
         role: Role::Admin,
         elevated: true,
     };
+    let (user, old) = (session.user_id().to_owned(), session.id());
     let s = session
         .regenerate(Some(data))
         .await
         .map_err(IntoResponse::into_response)?;
+    unindex(&state, &user, old).await;
+    index_new_session(&state, &s, &headers).await;
     Ok(Json(json!({
         "user": s.user_id(),
         "role": "admin",
@@ -313,4 +392,81 @@ async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Respons
         "session_id": s.id().to_string(),
     }))
     .into_response())
+}
+
+async fn list_sessions(State(state): State<AppState>, session: Sess) -> Result<Response, Response> {
+    let list = state
+        .index
+        .list(session.user_id(), state.engine.now())
+        .await
+        .map_err(|_| {
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "INDEX_UNAVAILABLE",
+                "the session list is unavailable",
+            )
+        })?;
+    let current = session.id();
+    let sessions: Vec<serde_json::Value> = list
+        .iter()
+        .map(|e| {
+            json!({
+                "session_id": e.session_id.to_string(),
+                "created_at": rfc3339(e.created_at),
+                "expires_at": rfc3339(e.expires_at),
+                "user_agent": e.user_agent,
+                "current": e.session_id == current,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })).into_response())
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    session: Sess,
+) -> Result<Response, Response> {
+    let Some(target) = SessionId::parse_hex(&id) else {
+        return Err(bad_request("session id must be 32 hex digits"));
+    };
+    let user = session.user_id().to_owned();
+    let list = state
+        .index
+        .list(&user, state.engine.now())
+        .await
+        .map_err(|_| {
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "INDEX_UNAVAILABLE",
+                "the session list is unavailable",
+            )
+        })?;
+    // Only the caller's own sessions can be revoked here.
+    let Some(entry) = list.into_iter().find(|e| e.session_id == target) else {
+        return Err(error_response(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such session of yours",
+        ));
+    };
+    unindex(&state, &user, target).await;
+    if target == session.id() {
+        session
+            .logout()
+            .await
+            .map_err(IntoResponse::into_response)?;
+    } else {
+        let now = state.engine.now();
+        if let Err(e) = state
+            .engine
+            .revocations()
+            .revoke_session(target, entry.expires_at, now)
+            .await
+        {
+            tracing::warn!(error = %e, "session revoked locally; the shared store will be retried");
+        }
+        tracing::info!(target: "sealed_sessions::audit", event = "logged_out", user = %user, sid = %target.short_hash(), "session revoked by its user");
+    }
+    Ok(Json(json!({ "status": "revoked", "session_id": target.to_string() })).into_response())
 }

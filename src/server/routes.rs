@@ -1,6 +1,6 @@
 //! The application state and its router. Session routes are added in [`build_router`].
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Json;
@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
+use sealed_sessions::session_index::SessionIndex;
 use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -46,10 +47,13 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Fail closed (503) once the revocation list has been out of sync this long.
     pub max_staleness: Option<Duration>,
+    /// Each user's live sessions (listing, concurrent-session limit).
+    pub index: Arc<dyn SessionIndex>,
 }
 
 impl AppState {
     /// State over `engine` with a layer built from `options`.
+    #[allow(clippy::too_many_arguments)]
     ///
     /// # Errors
     /// When the layer options do not fit the engine (fingerprint mode versus policy).
@@ -60,6 +64,7 @@ impl AppState {
         throttle: LoginThrottle,
         max_body_bytes: usize,
         max_staleness: Option<Duration>,
+        index: Arc<dyn SessionIndex>,
     ) -> anyhow::Result<AppState> {
         let layer = SessionLayer::new(engine.clone(), options)?;
         Ok(AppState {
@@ -69,6 +74,7 @@ impl AppState {
             throttle,
             max_body_bytes,
             max_staleness,
+            index,
         })
     }
 
@@ -206,8 +212,6 @@ async fn page() -> Response {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::server::throttle::ThrottleConfig;
     use axum::body::Body;
@@ -225,6 +229,9 @@ pub(crate) mod tests {
             LoginThrottle::new(ThrottleConfig::default()),
             max_body_bytes,
             None,
+            Arc::new(sealed_sessions::session_index::MemorySessionIndex::new(
+                None,
+            )),
         )
         .unwrap()
     }

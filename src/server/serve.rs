@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sealed_sessions::clock::SystemClock;
 use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
+use sealed_sessions::session_index::{MemorySessionIndex, RedisSessionIndex, SessionIndex};
 use sealed_sessions::{LayerOptions, MemoryRevocations, SessionEngine, TrustedProxies};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -47,6 +48,14 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let shutdown = shutdown_signal()?;
         let (keys, _source) = keys_bootstrap::load(&config.keys_dir, config.production)?;
         let users = load_users(&config).await?;
+        let limit = config.max_sessions_per_user;
+        let index: Arc<dyn SessionIndex> = match &config.redis {
+            Some(url) => Arc::new(
+                RedisSessionIndex::new(url.expose(), &config.redis_prefix, "ss", limit)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            None => Arc::new(MemorySessionIndex::new(limit)),
+        };
         let revocations: Arc<dyn RevocationBackend> = match &config.redis {
             Some(url) => {
                 let mut rc = RedisConfig::new(url.expose(), config.absolute_timeout);
@@ -81,6 +90,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
             LoginThrottle::new(ThrottleConfig::default()),
             config.max_body_bytes,
             config.max_staleness,
+            index,
         )?;
         let listener = TcpListener::bind(config.listen)
             .await
