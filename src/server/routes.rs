@@ -7,6 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
@@ -114,7 +115,25 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
         // refuses an oversized Content-Length before reading anything.
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
+        // The limit layer answers an oversized Content-Length in plain text; our errors are JSON.
+        .layer(middleware::map_response(json_payload_too_large))
         .with_state(state)
+}
+
+/// Replaces a 413 that is not already our JSON error (tower-http's plain-text one) with it.
+async fn json_payload_too_large(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "request body too large",
+        );
+    }
+    resp
 }
 
 /// A JSON error body `{"error": message, "code": CODE}` with `status`.
@@ -326,5 +345,8 @@ pub(crate) mod tests {
         assert_eq!(resp.status(), StatusCode::OK);
         let resp = app.oneshot(req(17)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // JSON like every other error, though the limit layer refused it before any handler.
+        let v: serde_json::Value = serde_json::from_str(&body_text(resp).await).unwrap();
+        assert_eq!(v["code"], "PAYLOAD_TOO_LARGE");
     }
 }
