@@ -26,6 +26,12 @@ pub struct Server {
 
 /// Starts `sealed-sessions serve` with `args` added to the listen, port-file and key flags.
 pub fn start(args: &[&str]) -> Server {
+    start_with_env(args, &[])
+}
+
+/// As [`start`], with extra environment variables (for instance `SEALED_SESSIONS_KEYS`, so
+/// several nodes share one key ring).
+pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port_file = dir.path().join("addr");
     let log = dir.path().join("server.log");
@@ -43,6 +49,7 @@ pub fn start(args: &[&str]) -> Server {
         .arg("--keys")
         .arg(dir.path().join("keys"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(File::create(&log).unwrap())
