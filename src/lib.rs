@@ -92,7 +92,7 @@ pub mod metrics;
 pub mod revocation;
 pub mod token;
 
-pub use claims::{Claims, Fingerprint, SessionId};
+pub use claims::{Claims, Fingerprint, RawData, SessionId};
 pub use config::{ConfigError, EngineConfig, FingerprintPolicy};
 pub use cookies::CookieSettings;
 pub use engine::{EngineError, Issued, Rejection, Session, SessionEngine};
