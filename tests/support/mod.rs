@@ -1,2 +1,3 @@
 //! Shared test helpers.
+pub mod bin;
 pub mod redis;
