@@ -110,7 +110,8 @@ fn has_key_files(dir: &Path) -> anyhow::Result<bool> {
         Err(KeyError::ReadDir { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             Ok(false)
         }
-        Err(e) => Err(e).with_context(|| format!("reading key directory {}", dir.display())),
+        // The error names the directory already.
+        Err(e) => Err(e.into()),
     }
 }
 
