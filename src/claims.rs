@@ -97,6 +97,11 @@ impl Fingerprint {
         Fingerprint(b)
     }
 
+    /// The raw 8 bytes (a hash of client properties, not a secret), for tools that display it.
+    pub fn as_bytes(&self) -> &[u8; 8] {
+        &self.0
+    }
+
     /// Constant-time equality.
     pub fn ct_eq(&self, other: &Fingerprint) -> bool {
         use subtle::ConstantTimeEq;
@@ -142,4 +147,150 @@ pub struct Claims<T> {
     pub fingerprint: Option<Fingerprint>,
     /// Application data.
     pub data: T,
+}
+
+/// Application data left undecoded: the postcard bytes that follow the fixed claims.
+///
+/// Postcard is not self-describing, so a tool that does not know the application's data type
+/// (the operator CLI's `inspect`) cannot turn these bytes into fields; it can show them, or try a
+/// type it does know with [`RawData::decode`]. Obtained from [`crate::token::open_raw`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawData(Vec<u8>);
+
+impl RawData {
+    /// Wraps encoded data bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> RawData {
+        RawData(bytes)
+    }
+
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The encoded bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// Decodes the bytes as `T`, which must use all of them.
+    ///
+    /// # Errors
+    /// When the bytes are not a postcard encoding of `T`, or `T` leaves some unused (a sign the
+    /// data was written by a different type).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        match postcard::take_from_bytes::<T>(&self.0) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(format!("{} bytes left over after the data", rest.len())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The fields of [`Claims`] before `data`, in the same order and with the same types.
+///
+/// Postcard writes a struct as its fields one after another with no framing, so decoding a
+/// `ClaimsHead` from the start of an encoded `Claims<T>` reads exactly the fixed fields and leaves
+/// the encoding of `data` as the remainder, whatever `T` is. A test pins this equivalence;
+/// changing [`Claims`] means changing this too.
+#[derive(Deserialize)]
+pub(crate) struct ClaimsHead {
+    session_id: SessionId,
+    user_id: String,
+    version: u64,
+    created_at: UnixMillis,
+    auth_time: UnixMillis,
+    last_seen: UnixMillis,
+    expires_at: UnixMillis,
+    fingerprint: Option<Fingerprint>,
+}
+
+impl ClaimsHead {
+    /// The full claims, with `data` as given.
+    pub(crate) fn with_data<T>(self, data: T) -> Claims<T> {
+        Claims {
+            session_id: self.session_id,
+            user_id: self.user_id,
+            version: self.version,
+            created_at: self.created_at,
+            auth_time: self.auth_time,
+            last_seen: self.last_seen,
+            expires_at: self.expires_at,
+            fingerprint: self.fingerprint,
+            data,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn claims<T>(data: T, fingerprint: Option<Fingerprint>) -> Claims<T> {
+        Claims {
+            session_id: SessionId::from_bytes([7; 16]),
+            user_id: "alice".into(),
+            version: 1_767_225_600_123,
+            created_at: UnixMillis(1_767_225_600_000),
+            auth_time: UnixMillis(1_767_225_601_000),
+            last_seen: UnixMillis(1_767_225_602_000),
+            expires_at: UnixMillis(1_767_312_000_000),
+            fingerprint,
+            data,
+        }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Data {
+        role: String,
+        tenant: u32,
+        flags: Vec<bool>,
+    }
+
+    /// The property `open_raw` relies on: an encoded `Claims<T>` is the encoded head followed by
+    /// exactly the encoded data, for data of any shape (including empty and unit).
+    #[test]
+    fn claims_head_decodes_the_fixed_fields_and_leaves_exactly_the_data() {
+        let data = Data {
+            role: "admin".into(),
+            tenant: 42,
+            flags: vec![true, false],
+        };
+        let fp = Some(Fingerprint::from_bytes([1, 2, 3, 4, 5, 6, 7, 8]));
+        let full = postcard::to_allocvec(&claims(&data, fp)).unwrap();
+        let (head, rest) = postcard::take_from_bytes::<ClaimsHead>(&full).unwrap();
+        assert_eq!(rest, postcard::to_allocvec(&data).unwrap().as_slice());
+        let back = head.with_data(RawData::from_bytes(rest.to_vec()));
+        assert_eq!(back.data.decode::<Data>().unwrap(), data);
+        assert_eq!(back.user_id, "alice");
+        assert_eq!(back.fingerprint, fp);
+        assert_eq!(back.last_seen, UnixMillis(1_767_225_602_000));
+
+        for encoded in [
+            postcard::to_allocvec(&claims((), None)).unwrap(),
+            postcard::to_allocvec(&claims(String::new(), None)).unwrap(),
+        ] {
+            let (head, rest) = postcard::take_from_bytes::<ClaimsHead>(&encoded).unwrap();
+            assert_eq!(head.with_data(()).expires_at, UnixMillis(1_767_312_000_000));
+            assert!(rest.len() <= 1, "{rest:?}");
+        }
+    }
+
+    #[test]
+    fn raw_data_decode_refuses_leftover_and_malformed_bytes() {
+        let bytes = postcard::to_allocvec(&(5u32, true)).unwrap();
+        let raw = RawData::from_bytes(bytes.clone());
+        assert_eq!(raw.decode::<(u32, bool)>().unwrap(), (5, true));
+        assert!(raw.decode::<u32>().unwrap_err().contains("left over"));
+        assert!(RawData::from_bytes(vec![]).decode::<u32>().is_err());
+        assert_eq!(raw.as_bytes(), bytes.as_slice());
+        assert_eq!(raw.into_bytes(), bytes);
+    }
+
+    #[test]
+    fn fingerprint_bytes_round_trip() {
+        let f = Fingerprint::from_bytes([9, 8, 7, 6, 5, 4, 3, 2]);
+        assert_eq!(f.as_bytes(), &[9, 8, 7, 6, 5, 4, 3, 2]);
+    }
 }

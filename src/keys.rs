@@ -847,6 +847,30 @@ pub fn write_key_file(
     Ok(())
 }
 
+/// Makes `id` the primary of the key directory `dir`: replaces `<dir>/PRIMARY` with `id` + "\n"
+/// atomically (temporary file + rename).
+///
+/// Refuses, with [`KeyError::PrimaryMissing`], an id that has no `<id>.key` in `dir`, so
+/// `PRIMARY` never names a key that is not there.
+pub fn write_primary_file(dir: &Path, id: &KeyId) -> Result<(), KeyError> {
+    let key_path = dir.join(format!("{id}{KEY_FILE_EXT}"));
+    match fs::metadata(&key_path) {
+        Ok(m) if m.is_file() => write_primary(dir, id),
+        Ok(_) => Err(KeyError::PrimaryMissing {
+            path: dir.join(PRIMARY_FILE),
+            id: id.clone(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(KeyError::PrimaryMissing {
+            path: dir.join(PRIMARY_FILE),
+            id: id.clone(),
+        }),
+        Err(source) => Err(KeyError::ReadFile {
+            path: key_path,
+            source,
+        }),
+    }
+}
+
 /// Replaces `<dir>/PRIMARY` atomically.
 fn write_primary(dir: &Path, id: &KeyId) -> Result<(), KeyError> {
     let final_path = dir.join(PRIMARY_FILE);
@@ -1321,6 +1345,21 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["PRIMARY", "k1.key", "k2.key"]);
+    }
+
+    #[test]
+    fn write_primary_file_switches_the_primary_and_refuses_a_missing_key() {
+        let dir = TempDir::new().unwrap();
+        put_key(dir.path(), "k1.key", &test_key(1));
+        put_key(dir.path(), "k2.key", &test_key(2));
+        assert!(matches!(load(dir.path()), Err(KeyError::NoPrimary { .. })));
+        write_primary_file(dir.path(), &id("k2")).unwrap();
+        assert_eq!(load(dir.path()).unwrap().primary_id().as_str(), "k2");
+        write_primary_file(dir.path(), &id("k1")).unwrap();
+        assert_eq!(load(dir.path()).unwrap().primary_id().as_str(), "k1");
+        let err = write_primary_file(dir.path(), &id("k9")).unwrap_err();
+        assert!(matches!(err, KeyError::PrimaryMissing { .. }), "{err:?}");
+        assert_eq!(load(dir.path()).unwrap().primary_id().as_str(), "k1");
     }
 
     #[test]

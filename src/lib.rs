@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`token`]: the cookie value, byte for byte; seal and open.
 //! - `aead`: XChaCha20-Poly1305 from HChaCha20 and ring's ChaCha20-Poly1305.
-//! - [`claims`]: what a token carries; [`SessionId`], [`Fingerprint`].
+//! - [`claims`]: what a token carries; [`SessionId`], [`Fingerprint`], [`RawData`] (undecoded data).
 //! - [`keys`]: key ids, keys (zeroized), the key ring and its directory format.
 //! - [`engine`]: [`SessionEngine`], the lifecycle (issue, validate, renew, regenerate, logout,
 //!   logout everywhere, step-up).
@@ -96,7 +96,7 @@ pub mod revocation;
 pub mod session_index;
 pub mod token;
 
-pub use claims::{Claims, Fingerprint, SessionId};
+pub use claims::{Claims, Fingerprint, RawData, SessionId};
 pub use config::{ConfigError, EngineConfig, FingerprintPolicy};
 pub use cookies::CookieSettings;
 pub use engine::{EngineError, Issued, Rejection, Session, SessionEngine};

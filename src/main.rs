@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 use server::admin::{KeygenArgs, ListArgs};
 use server::config::ServeConfig;
+use server::inspect::InspectArgs;
+use server::revoke::RevokeArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "sealed-sessions", version, about)]
@@ -30,6 +32,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Open a session cookie with the key ring and print its claims as JSON, or say why it does
+    /// not open. The cookie name is bound into the token: servers run with
+    /// --insecure-dev-cookies need `--cookie-name session`.
+    Inspect(InspectArgs),
+    /// Log a user out everywhere (--user) or revoke one session (--session), through the
+    /// servers' Redis; prints what was recorded as JSON.
+    Revoke(RevokeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +56,8 @@ fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::List(args),
         } => server::admin::keys_list_command(args),
+        Command::Inspect(args) => server::inspect::inspect_command(args),
+        Command::Revoke(args) => server::revoke::revoke_command(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

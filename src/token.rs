@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::aead::{self, NONCE_LEN, TAG_LEN};
-use crate::claims::Claims;
+use crate::claims::{Claims, ClaimsHead, RawData};
 use crate::keys::{KeyId, KeyRing};
 
 /// The current token format version.
@@ -266,6 +266,37 @@ impl UntrustedToken {
         ring: &KeyRing,
         cookie_name: &str,
     ) -> Result<Claims<T>, TokenError> {
+        let plain = self.decrypt(ring, cookie_name)?;
+        match postcard::take_from_bytes::<Claims<T>>(plain) {
+            Ok((claims, [])) => Ok(claims),
+            Ok(_) => Err(TokenError::Claims("trailing bytes after claims".into())),
+            Err(e) => Err(TokenError::Claims(e.to_string())),
+        }
+    }
+
+    /// As [`open`](Self::open), for a caller that does not know the application's data type: the
+    /// fixed claims are decoded and `data` is left as its encoded bytes (everything after them).
+    ///
+    /// This works because postcard writes a struct's fields in order with no framing, so the
+    /// fixed fields can be read on their own and whatever follows them is the encoding of `data`.
+    /// The tag is verified first, exactly as in `open`.
+    ///
+    /// # Errors
+    /// [`TokenError::UnknownKey`], [`TokenError::Unauthentic`], and [`TokenError::Claims`] when
+    /// the fixed fields do not decode.
+    pub fn open_raw(
+        mut self,
+        ring: &KeyRing,
+        cookie_name: &str,
+    ) -> Result<Claims<RawData>, TokenError> {
+        let plain = self.decrypt(ring, cookie_name)?;
+        let (head, data) = postcard::take_from_bytes::<ClaimsHead>(plain)
+            .map_err(|e| TokenError::Claims(e.to_string()))?;
+        Ok(head.with_data(RawData::from_bytes(data.to_vec())))
+    }
+
+    /// Verifies the tag and decrypts in place; returns the plaintext (the encoded claims).
+    fn decrypt(&mut self, ring: &KeyRing, cookie_name: &str) -> Result<&[u8], TokenError> {
         let kid_end = self.kid_end;
         let Some(key) = ring.get(&self.raw[2..kid_end]) else {
             return Err(TokenError::UnknownKey(self.key_id().to_owned()));
@@ -277,11 +308,7 @@ impl UntrustedToken {
         nonce.copy_from_slice(&head[kid_end..]);
         let plain = aead::open_in_place(key.expose_secret(), &nonce, aad.as_slice(), body)
             .map_err(|_| TokenError::Unauthentic)?;
-        match postcard::take_from_bytes::<Claims<T>>(plain) {
-            Ok((claims, [])) => Ok(claims),
-            Ok(_) => Err(TokenError::Claims("trailing bytes after claims".into())),
-            Err(e) => Err(TokenError::Claims(e.to_string())),
-        }
+        Ok(plain)
     }
 }
 
@@ -317,6 +344,42 @@ pub fn open<T: DeserializeOwned>(
     token: &str,
 ) -> Result<Claims<T>, TokenError> {
     UntrustedToken::parse(token)?.open(ring, cookie_name)
+}
+
+/// Parses and opens in one step, leaving `data` undecoded (see [`UntrustedToken::open_raw`]):
+/// for tools such as the operator CLI's `inspect`, which do not know the application's data type.
+///
+/// ```
+/// use sealed_sessions::token::{open_raw, seal_token};
+/// use sealed_sessions::clock::UnixMillis;
+/// use sealed_sessions::{Claims, Key, KeyId, KeyRing, SessionId};
+///
+/// let ring = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+/// let claims = Claims {
+///     session_id: SessionId::generate().unwrap(),
+///     user_id: "alice".to_owned(),
+///     version: 1,
+///     created_at: UnixMillis(1_000),
+///     auth_time: UnixMillis(1_000),
+///     last_seen: UnixMillis(1_000),
+///     expires_at: UnixMillis(90_000),
+///     fingerprint: None,
+///     data: ("admin".to_owned(), 42u32),
+/// };
+/// let token = seal_token(&ring, "__Host-session", &claims).unwrap();
+/// let raw = open_raw(&ring, "__Host-session", &token).unwrap();
+/// assert_eq!(raw.user_id, "alice");
+/// assert_eq!(raw.data.decode::<(String, u32)>().unwrap(), ("admin".to_owned(), 42));
+/// ```
+///
+/// # Errors
+/// Any [`TokenError`].
+pub fn open_raw(
+    ring: &KeyRing,
+    cookie_name: &str,
+    token: &str,
+) -> Result<Claims<RawData>, TokenError> {
+    UntrustedToken::parse(token)?.open_raw(ring, cookie_name)
 }
 
 #[cfg(test)]
@@ -419,6 +482,96 @@ mod vectors {
             let opened: Claims<Data> = open(&ring, &p.cookie_name, &p.token).unwrap();
             assert_eq!(opened, claims, "vector {}", p.name);
         }
+    }
+
+    #[test]
+    fn vector_tokens_open_raw_to_the_fixed_claims_and_the_encoded_data() {
+        for (p, ring, claims) in load() {
+            let raw = open_raw(&ring, &p.cookie_name, &p.token).unwrap();
+            assert_eq!(
+                raw.data.as_bytes(),
+                postcard::to_allocvec(&claims.data).unwrap().as_slice(),
+                "vector {}",
+                p.name
+            );
+            let typed = Claims {
+                session_id: raw.session_id,
+                user_id: raw.user_id,
+                version: raw.version,
+                created_at: raw.created_at,
+                auth_time: raw.auth_time,
+                last_seen: raw.last_seen,
+                expires_at: raw.expires_at,
+                fingerprint: raw.fingerprint,
+                data: raw.data.decode::<Data>().unwrap(),
+            };
+            assert_eq!(typed, claims, "vector {}", p.name);
+        }
+    }
+
+    #[test]
+    fn open_raw_fails_exactly_like_open_before_the_claims() {
+        let (p, ring, _) = load().remove(0);
+        let other = KeyRing::single(KeyId::new(&p.key_id).unwrap(), Key::from_bytes([0xee; 32]));
+        let retired = KeyRing::single(KeyId::new("zz").unwrap(), Key::from_bytes([1; 32]));
+        let cases: [(&KeyRing, &str, &str); 4] = [
+            (&other, &p.cookie_name, &p.token),
+            (&ring, "another-name", &p.token),
+            (&retired, &p.cookie_name, &p.token),
+            (&ring, &p.cookie_name, "not base64!"),
+        ];
+        for (r, name, token) in cases {
+            let raw = open_raw(r, name, token).unwrap_err();
+            assert_eq!(raw, open::<Data>(r, name, token).unwrap_err());
+        }
+        assert_eq!(
+            open_raw(&other, &p.cookie_name, &p.token).unwrap_err(),
+            TokenError::Unauthentic
+        );
+        assert_eq!(
+            open_raw(&retired, &p.cookie_name, &p.token).unwrap_err(),
+            TokenError::UnknownKey(p.key_id.clone())
+        );
+    }
+
+    /// Seals arbitrary plaintext bytes (not claims) the way `seal_with_nonce` seals claims.
+    fn seal_bytes(ring: &KeyRing, cookie_name: &str, plain: &[u8]) -> String {
+        let (kid, key) = ring.primary();
+        let mut raw = vec![FORMAT_VERSION, kid.as_bytes().len() as u8];
+        raw.extend_from_slice(kid.as_bytes());
+        let aad = [&raw[..], cookie_name.as_bytes()].concat();
+        let nonce = [7u8; NONCE_LEN];
+        raw.extend_from_slice(&nonce);
+        let start = raw.len();
+        raw.extend_from_slice(plain);
+        let tag = aead::seal_in_place(key.expose_secret(), &nonce, &aad, &mut raw[start..]);
+        raw.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(&raw)
+    }
+
+    #[test]
+    fn open_raw_refuses_an_authentic_plaintext_too_short_for_the_fixed_claims() {
+        let (p, ring, claims) = load().remove(0);
+        let full = postcard::to_allocvec(&claims).unwrap();
+        // The sealing helper is right: the whole encoding opens.
+        let whole = seal_bytes(&ring, &p.cookie_name, &full);
+        assert_eq!(open::<Data>(&ring, &p.cookie_name, &whole).unwrap(), claims);
+        for len in [0, 10, 16, 30] {
+            let token = seal_bytes(&ring, &p.cookie_name, &full[..len]);
+            assert!(
+                matches!(
+                    open_raw(&ring, &p.cookie_name, &token),
+                    Err(TokenError::Claims(_))
+                ),
+                "{len}"
+            );
+        }
+        // Head complete, data missing: opens raw with empty data, which then does not decode.
+        let head_len = full.len() - postcard::to_allocvec(&claims.data).unwrap().len();
+        let token = seal_bytes(&ring, &p.cookie_name, &full[..head_len]);
+        let raw = open_raw(&ring, &p.cookie_name, &token).unwrap();
+        assert!(raw.data.as_bytes().is_empty());
+        assert!(raw.data.decode::<Data>().is_err());
     }
 
     /// Decodes the documented layout by hand and decrypts with the RustCrypto crate: the module

@@ -412,9 +412,9 @@ impl FromStr for RedisUrl {
 }
 
 /// Parses `--redis` without echoing the value in errors, as clap's default message would: the
-/// URL may hold a password.
+/// URL may hold a password. Shared by `serve` and `revoke`.
 #[derive(Clone, Copy, Debug)]
-struct RedisUrlParser;
+pub struct RedisUrlParser;
 
 impl clap::builder::TypedValueParser for RedisUrlParser {
     type Value = RedisUrl;

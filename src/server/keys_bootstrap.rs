@@ -63,6 +63,28 @@ pub fn load_with(
     Ok((ring, source))
 }
 
+/// Loads the ring for an operator command (`inspect`): `SEALED_SESSIONS_KEYS` if set, else the
+/// directory as it is, with the same checks as `serve`. Never generates a key: an operator
+/// command must not change the key directory it is asked about.
+pub fn load_existing(dir: &Path) -> anyhow::Result<(KeyRing, KeySource)> {
+    let from_env = KeyRing::from_env(keys::ENV_VAR)
+        .with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))?;
+    load_existing_with(from_env, dir)
+}
+
+/// [`load_existing`] with the environment's ring passed in (for tests).
+pub fn load_existing_with(
+    from_env: Option<KeyRing>,
+    dir: &Path,
+) -> anyhow::Result<(KeyRing, KeySource)> {
+    if let Some(ring) = from_env {
+        return Ok((ring, KeySource::Env));
+    }
+    let ring = KeyRing::load_dir(dir, &LoadOptions::default())
+        .with_context(|| format!("loading session keys from {}", dir.display()))?;
+    Ok((ring, KeySource::Dir))
+}
+
 /// With `--production`: why the keys cannot be loaded without generating one, if so. Lets
 /// `serve` report every production problem at once; [`load`] refuses on its own as well.
 pub fn production_problem(dir: &Path) -> anyhow::Result<Option<String>> {
@@ -88,7 +110,8 @@ fn has_key_files(dir: &Path) -> anyhow::Result<bool> {
         Err(KeyError::ReadDir { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             Ok(false)
         }
-        Err(e) => Err(e).with_context(|| format!("reading key directory {}", dir.display())),
+        // The error names the directory already.
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -142,6 +165,25 @@ mod tests {
         assert_eq!(source, KeySource::Env);
         assert_eq!(got.primary_id().as_str(), "envkey");
         assert!(keys::list_dir(tmp.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn load_existing_never_generates_a_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let msg = format!("{:#}", load_existing_with(None, &dir).unwrap_err());
+        assert!(msg.contains("cannot read key directory"), "{msg}");
+        assert!(!dir.exists());
+        std::fs::create_dir(&dir).unwrap();
+        let msg = format!("{:#}", load_existing_with(None, &dir).unwrap_err());
+        assert!(msg.contains("no key files"), "{msg}");
+        assert!(keys::list_dir(&dir).unwrap().is_empty());
+        let ring = KeyRing::single(KeyId::new("envkey").unwrap(), Key::generate().unwrap());
+        let (got, source) = load_existing_with(Some(ring), &dir).unwrap();
+        assert_eq!(
+            (got.primary_id().as_str(), source),
+            ("envkey", KeySource::Env)
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - `config`: the `serve` flags ([`config::ServeConfig`]) and the engine configuration they make.
 //! - `serve`: the `serve` command: logging, keys, users, state, signals, then [`run_with`].
 //! - `admin`: the `hash-password`, `keygen` and `keys list` commands.
+//! - `inspect`: the `inspect` command: a cookie's claims, or why it does not open.
+//! - `revoke`: the `revoke` command: logout everywhere or one session, through Redis.
 //! - `keys_bootstrap`: the key ring from the environment or the key directory.
 //! - `users`: the users file, demo users, argon2id hashing and the bounded verifier.
 //! - `throttle`: failed-login counters per username and per client IP.
@@ -16,7 +18,9 @@
 pub mod admin;
 pub mod config;
 pub mod handlers;
+pub mod inspect;
 pub mod keys_bootstrap;
+pub mod revoke;
 pub mod routes;
 pub mod serve;
 pub mod throttle;

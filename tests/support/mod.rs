@@ -1,3 +1,4 @@
 //! Shared test helpers.
+pub mod bin;
 pub mod redis;
 pub mod server;
