@@ -92,6 +92,7 @@ pub mod fingerprint;
 pub mod keys;
 pub mod layer;
 pub mod metrics;
+mod redis_conn;
 pub mod revocation;
 pub mod session_index;
 pub mod token;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::claims::SessionId;
 use crate::clock::UnixMillis;
+use crate::redis_conn::LazyConn;
 use crate::revocation::{BoxFuture, RevocationError};
 
 /// One live session of a user.
@@ -179,11 +180,9 @@ return evicted
 
 /// The index shared through Redis.
 pub struct RedisSessionIndex {
-    client: redis::Client,
-    conn: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    conn: LazyConn,
     prefix: String,
     limit: Option<usize>,
-    op_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisSessionIndex {
@@ -210,12 +209,11 @@ impl RedisSessionIndex {
         hash_tag: &str,
         limit: Option<usize>,
     ) -> Result<RedisSessionIndex, RevocationError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
         Ok(RedisSessionIndex {
-            client: redis::Client::open(url).map_err(unavailable)?,
-            conn: Mutex::new(None),
+            conn: LazyConn::new(client, Duration::from_millis(500)),
             prefix: format!("{prefix}{{{hash_tag}}}"),
             limit: limit.filter(|l| *l > 0),
-            op_timeout: Duration::from_millis(500),
         })
     }
 
@@ -227,35 +225,7 @@ impl RedisSessionIndex {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, RevocationError> {
-        let fut = async {
-            let existing = self.conn.lock().clone();
-            let mut conn = match existing {
-                Some(c) => c,
-                None => {
-                    let cfg = redis::AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(self.op_timeout))
-                        .set_response_timeout(Some(self.op_timeout));
-                    let c = self
-                        .client
-                        .get_multiplexed_async_connection_with_config(&cfg)
-                        .await?;
-                    *self.conn.lock() = Some(c.clone());
-                    c
-                }
-            };
-            cmd.query_async::<T>(&mut conn).await
-        };
-        match tokio::time::timeout(self.op_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                *self.conn.lock() = None;
-                Err(unavailable(e))
-            }
-            Err(_) => {
-                *self.conn.lock() = None;
-                Err(unavailable("timed out"))
-            }
-        }
+        self.conn.query(cmd).await
     }
 }
 

@@ -42,6 +42,7 @@ use super::{
 };
 use crate::claims::SessionId;
 use crate::clock::{Clock, SystemClock, UnixMillis, duration_ms};
+use crate::redis_conn::LazyConn;
 
 /// Records one event atomically: for users, raises the version key and appends the event with
 /// the version actually stored; for sessions, appends the event. Trims the stream by Redis's own
@@ -170,11 +171,11 @@ impl Keys {
 struct Shared {
     local: MemoryRevocations,
     keys: Keys,
+    // Blocking reads use their own connection; this one carries writes and version reads.
     client: redis::Client,
+    writer: LazyConn,
     config: RedisConfig,
     clock: Arc<dyn Clock>,
-    // A cloned-out handle; the lock is never held across an await.
-    writer: Mutex<Option<MultiplexedConnection>>,
     // Writes Redis has not accepted yet, retried by the sync task.
     pending: Mutex<Vec<Pending>>,
     connected: AtomicBool,
@@ -205,10 +206,6 @@ impl std::fmt::Debug for RedisRevocations {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> RevocationError {
-    RevocationError::Unavailable(e.to_string())
-}
-
 impl RedisRevocations {
     /// Starts the backend: spawns the sync task (on the current tokio runtime), and waits up to
     /// `startup_wait` for it to replay the stream. If Redis cannot be reached the node still
@@ -234,11 +231,11 @@ impl RedisRevocations {
         let shared = Arc::new(Shared {
             local: MemoryRevocations::new(),
             keys: Keys::new(&config.prefix, &config.hash_tag),
+            writer: LazyConn::new(client.clone(), config.op_timeout),
             client,
             started_ms: clock.now().0,
             clock,
             config,
-            writer: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
             connected: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
@@ -265,25 +262,6 @@ impl RedisRevocations {
 impl Shared {
     fn now(&self) -> UnixMillis {
         self.clock.now()
-    }
-
-    async fn writer(&self) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(c) = self.writer.lock().clone() {
-            return Ok(c);
-        }
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.config.op_timeout))
-            .set_response_timeout(Some(self.config.op_timeout));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
-        *self.writer.lock() = Some(c.clone());
-        Ok(c)
-    }
-
-    fn drop_writer(&self) {
-        *self.writer.lock() = None;
     }
 
     fn record_cmd(&self, p: &Pending) -> redis::Cmd {
@@ -317,21 +295,7 @@ impl Shared {
 
     /// Sends one write to Redis within the op timeout.
     async fn send(&self, cmd: redis::Cmd) -> Result<String, RevocationError> {
-        let fut = async {
-            let mut conn = self.writer().await?;
-            cmd.query_async::<String>(&mut conn).await
-        };
-        match tokio::time::timeout(self.config.op_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                self.drop_writer();
-                Err(unavailable(e))
-            }
-            Err(_) => {
-                self.drop_writer();
-                Err(unavailable("timed out"))
-            }
-        }
+        self.writer.query(cmd).await
     }
 
     fn apply(&self, fields: &std::collections::HashMap<String, redis::Value>) {
@@ -522,18 +486,11 @@ impl RevocationBackend for RedisRevocations {
             let local = self.shared.local.user_min_version(user_id, UnixMillis(0));
             let mut cmd = redis::cmd("GET");
             cmd.arg(self.shared.keys.version(user_id));
-            let fut = async {
-                let mut conn = self.shared.writer().await?;
-                cmd.query_async::<Option<u64>>(&mut conn).await
-            };
             // Policy: when Redis cannot answer, the local list (which holds every bump this
             // node has seen) decides; login keeps working during an outage.
-            match tokio::time::timeout(self.shared.config.op_timeout, fut).await {
-                Ok(Ok(remote)) => Ok(local.max(remote.unwrap_or(0))),
-                _ => {
-                    self.shared.drop_writer();
-                    Ok(local)
-                }
+            match self.shared.writer.query::<Option<u64>>(cmd).await {
+                Ok(remote) => Ok(local.max(remote.unwrap_or(0))),
+                Err(_) => Ok(local),
             }
         })
     }
