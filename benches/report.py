@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Summarise `cargo bench --bench core` as a markdown table.
 
-Reads the mean of every benchmark from target/criterion/<id>/new/estimates.json and prints
-ns/iter for each id, then the ratios the performance goals are stated in. Usage:
+Reads the mean (and, for a noisy machine, the median) of every benchmark from
+target/criterion/<id>/new/estimates.json and prints ns/iter for each id, then the ratios the
+performance goals are stated in (computed from the means). Usage:
 
     python3 benches/report.py [CRITERION_DIR]    # default: target/criterion
 """
@@ -40,7 +41,7 @@ BREAKDOWN = [
 
 
 def load(root):
-    """Map each benchmark's full id to its mean in nanoseconds."""
+    """Map each benchmark's full id to its (mean, median) in nanoseconds."""
     means = {}
     for dirpath, _, files in os.walk(root):
         if os.path.basename(dirpath) != "new" or "benchmark.json" not in files:
@@ -48,7 +49,8 @@ def load(root):
         with open(os.path.join(dirpath, "benchmark.json")) as f:
             full_id = json.load(f)["full_id"]
         with open(os.path.join(dirpath, "estimates.json")) as f:
-            means[full_id] = json.load(f)["mean"]["point_estimate"]
+            est = json.load(f)
+        means[full_id] = (est["mean"]["point_estimate"], est["median"]["point_estimate"])
     return means
 
 
@@ -66,15 +68,19 @@ def ratio_row(means, label, num, den, goal=""):
 
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target", "criterion")
-    means = load(root)
+    both = load(root)
+    means = {k: v[0] for k, v in both.items()}
     if not means:
         sys.exit(f"no criterion estimates under {root}; run `cargo bench --bench core` first")
 
-    print("| benchmark | ns/iter (mean) |")
-    print("|---|---:|")
+    print("| benchmark | ns/iter (mean) | median |")
+    print("|---|---:|---:|")
     for bench_id in IDS:
-        value = fmt_ns(means[bench_id]) if bench_id in means else "missing"
-        print(f"| `{bench_id}` | {value} |")
+        if bench_id in both:
+            mean, median = both[bench_id]
+            print(f"| `{bench_id}` | {fmt_ns(mean)} | {fmt_ns(median)} |")
+        else:
+            print(f"| `{bench_id}` | missing | |")
 
     print()
     print("| ratio | value | goal |")
