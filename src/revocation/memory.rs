@@ -216,17 +216,19 @@ impl RevocationBackend for MemoryRevocations {
         now: UnixMillis,
     ) -> Result<(), Revoked> {
         let secs = now.0 / 1000;
-        if self
-            .sessions
-            .get(session_id.as_bytes(), secs, |_| ())
-            .is_some()
-        {
+        let user_key = self.user_key(user_id);
+        // Both filters are loaded before either is read (see `ExpiringTable::probe`): for a
+        // random key each read is a cache miss, and this way the two overlap.
+        let session = self.sessions.probe(session_id.as_bytes());
+        let user = self.users.probe(&user_key);
+        let (session_maybe, user_maybe) = (session.may_contain(), user.may_contain());
+        if session_maybe && session.get(secs, |_| ()).is_some() {
             return Err(Revoked::Session);
         }
-        match self
-            .users
-            .get(&self.user_key(user_id), secs, |e| e.min_version)
-        {
+        if !user_maybe {
+            return Ok(());
+        }
+        match user.get(secs, |e| e.min_version) {
             Some(min) if version < min => Err(Revoked::UserVersion),
             _ => Ok(()),
         }

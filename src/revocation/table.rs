@@ -45,6 +45,34 @@ struct WriterState {
     next_purge_secs: u64,
 }
 
+/// A lookup begun by [`ExpiringTable::probe`]: the key's hash and the filter it must pass.
+pub(crate) struct Probe<'a, V> {
+    table: &'a ExpiringTable<V>,
+    key: &'a [u8; 16],
+    hash: u64,
+    filter: arc_swap::Guard<Arc<BlockFilter>>,
+}
+
+impl<V: Expiring> Probe<'_, V> {
+    /// Reads the filter: `false` means the key is certainly not in the table.
+    #[inline]
+    pub(crate) fn may_contain(&self) -> bool {
+        self.filter.may_contain(self.hash)
+    }
+
+    /// The exact answer, from the key's shard: `f` sees the value if present and unexpired at
+    /// `now_secs`. Meant for keys the filter let through.
+    #[inline]
+    pub(crate) fn get<R>(self, now_secs: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
+        let shard = self.table.shard(self.hash).read();
+        shard
+            .entries
+            .find(self.hash, |(k, _)| k == self.key)
+            .filter(|(_, v)| v.expires_at_secs() >= now_secs)
+            .map(|(_, v)| f(v))
+    }
+}
+
 /// A concurrent map from 16-byte keys to expiring values.
 pub(crate) struct ExpiringTable<V> {
     hasher: foldhash::fast::RandomState,
@@ -95,16 +123,27 @@ impl<V: Expiring> ExpiringTable<V> {
         now_secs: u64,
         f: impl FnOnce(&V) -> R,
     ) -> Option<R> {
-        let hash = self.hash(key);
-        if !self.filter.load().may_contain(hash) {
+        let probe = self.probe(key);
+        if !probe.may_contain() {
             return None;
         }
-        let shard = self.shard(hash).read();
-        shard
-            .entries
-            .find(hash, |(k, _)| k == key)
-            .filter(|(_, v)| v.expires_at_secs() >= now_secs)
-            .map(|(_, v)| f(v))
+        probe.get(now_secs, f)
+    }
+
+    /// Starts a lookup: hashes the key and loads the current filter, without reading it yet.
+    ///
+    /// Loading the filter is a full memory barrier (arc-swap's hazard slot is taken with a
+    /// SeqCst swap), so two `get`s in a row wait for the first filter's cache miss before the
+    /// second can start. A caller checking several tables probes all of them first, then reads
+    /// every filter, and the misses overlap.
+    #[inline]
+    pub(crate) fn probe<'a>(&'a self, key: &'a [u8; 16]) -> Probe<'a, V> {
+        Probe {
+            table: self,
+            key,
+            hash: self.hash(key),
+            filter: self.filter.load(),
+        }
     }
 
     /// Inserts or updates the entry for `key`: `merge` receives the current value (if any) and
