@@ -1,0 +1,102 @@
+//! The validate-versus-floor ratio on a noisy machine: alternates short slices of full
+//! `validate` and of ring's ChaCha20-Poly1305 open of the same plaintext (and the HChaCha20 step
+//! our format adds), so load from other processes hits both alike; prints min and median.
+//!
+//! ```sh
+//! cargo run --release --example validate_ratio
+//! ```
+//! Criterion's `cargo bench --bench core` has the same numbers with ids; this is the
+//! cross-check when the machine is shared.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use sealed_sessions::clock::{ManualClock, UnixMillis};
+use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, SessionEngine};
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Data {
+    role: String,
+    tenant: u32,
+    theme: String,
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[0], v[v.len() / 2])
+}
+
+fn main() {
+    let clock = ManualClock::new(UnixMillis(1_767_225_600_000));
+    let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::from_bytes([7; 32]));
+    let engine: SessionEngine<Data> = SessionEngine::with_parts(
+        EngineConfig::default(),
+        keys,
+        Arc::new(MemoryRevocations::new()),
+        Arc::new(clock),
+    );
+    let data = Data {
+        role: "admin".into(),
+        tenant: 42,
+        theme: "dark".into(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let issued = rt
+        .block_on(engine.issue("alice@example.com", data, None))
+        .unwrap();
+    let token = issued.token.clone();
+    let plain = postcard::to_allocvec(issued.session.claims()).unwrap();
+
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[9; 32]).unwrap());
+    let aad = [0u8; 18];
+    let mut sealed = plain.clone();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key([1; 12]),
+        Aad::from(&aad),
+        &mut sealed,
+    )
+    .unwrap();
+    let mut buf = sealed.clone();
+
+    let reps = 20_000u32;
+    let (mut v, mut r, mut h) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..60 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(engine.validate(std::hint::black_box(&token), None).unwrap());
+        }
+        v.push(t.elapsed().as_nanos() as f64 / f64::from(reps));
+        let t = Instant::now();
+        for _ in 0..reps {
+            buf.copy_from_slice(&sealed);
+            let n = Nonce::assume_unique_for_key([1; 12]);
+            std::hint::black_box(key.open_in_place(n, Aad::from(&aad), &mut buf).unwrap());
+        }
+        r.push(t.elapsed().as_nanos() as f64 / f64::from(reps));
+        let t = Instant::now();
+        for _ in 0..reps {
+            let k = std::hint::black_box(&[1u8; 32]);
+            let n = std::hint::black_box(&[2u8; 16]);
+            std::hint::black_box(chacha20::hchacha::<chacha20::R20>(k.into(), n.into()));
+        }
+        h.push(t.elapsed().as_nanos() as f64 / f64::from(reps));
+    }
+    let ((vmin, vmed), (rmin, rmed), (hmin, hmed)) = (stats(v), stats(r), stats(h));
+    println!(
+        "plaintext {} bytes, token {} chars, 60 alternating slices of {reps}",
+        plain.len(),
+        token.len()
+    );
+    println!("validate/typical        min {vmin:6.0} ns  median {vmed:6.0} ns");
+    println!("ring open (floor)       min {rmin:6.0} ns  median {rmed:6.0} ns");
+    println!("HChaCha20 (format step) min {hmin:6.0} ns  median {hmed:6.0} ns");
+    println!(
+        "validate / ring floor: {:.2} (min)  {:.2} (median)",
+        vmin / rmin,
+        vmed / rmed
+    );
+}
