@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Summarise `cargo bench --bench core` as a markdown table.
+"""Summarise `cargo bench --bench core` (and `--bench peers`) as markdown tables.
 
 Reads the mean (and, for a noisy machine, the median) of every benchmark from
 target/criterion/<id>/new/estimates.json and prints ns/iter for each id, then the ratios the
@@ -30,6 +30,17 @@ IDS = [
     "revocation/check_bumped_user_random",
     "moka/get_miss_random",
     "moka/get_hit_random",
+]
+
+# From `cargo bench --bench peers` (printed when present).
+PEER_IDS = [
+    "peers/sealed_sessions_open/typical",
+    "peers/sealed_sessions_validate/typical",
+    "peers/paseto_v4_local/typical",
+    "peers/jwt_hs256/typical",
+    "peers/cookie_private_jar/typical",
+    "tower/with_layer/typical",
+    "tower/without_layer/typical",
 ]
 
 BREAKDOWN = [
@@ -105,6 +116,17 @@ def main():
         print(f"| sum of parts | {fmt_ns(total)} | |")
         print(f"| `validate/typical` | {fmt_ns(validate)} | |")
         print(f"| validate − sum (engine glue, measurement noise) | {fmt_ns(validate - total)} | |")
+
+    if any(p in both for p in PEER_IDS):
+        print()
+        print("| peer benchmark | ns/iter (mean) | median | vs our validate |")
+        print("|---|---:|---:|---:|")
+        ours = means.get("peers/sealed_sessions_validate/typical")
+        for bench_id in PEER_IDS:
+            if bench_id in both:
+                mean, median = both[bench_id]
+                rel = f"{mean / ours:.2f}x" if ours else "n/a"
+                print(f"| `{bench_id}` | {fmt_ns(mean)} | {fmt_ns(median)} | {rel} |")
 
 
 if __name__ == "__main__":
