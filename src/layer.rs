@@ -563,7 +563,10 @@ impl<T: SessionData> Shared<T> {
         'headers: for line in req.headers().get_all(COOKIE) {
             // Lossy: a non-UTF-8 byte spoils only the pair it is in, not the real cookie
             // next to it.
-            let line = String::from_utf8_lossy(line.as_bytes());
+            let line = match std::str::from_utf8(line.as_bytes()) {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(line.as_bytes()),
+            };
             for value in settings.values_in(&line).filter(|v| !v.is_empty()) {
                 if tried == MAX_COOKIE_VALUES {
                     break 'headers;
