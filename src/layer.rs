@@ -698,6 +698,37 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    #[tokio::test]
+    async fn cookie_headers_are_read_up_to_the_value_cap_and_bad_bytes_spoil_one_pair() {
+        use crate::{EngineConfig, Key, KeyId, KeyRing};
+        let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+        let engine: SessionEngine<()> = SessionEngine::new(EngineConfig::default(), keys);
+        let token = engine.issue("alice", (), None).await.unwrap().token;
+        let valid = format!("__Host-session={token}");
+
+        let mut bad = b"__Host-session=\xff\xfe; ".to_vec();
+        bad.extend_from_slice(valid.as_bytes());
+        let outcome = session_from_cookie_headers(&engine, [bad.as_slice()], None);
+        assert_eq!(outcome.unwrap().unwrap().user_id(), "alice");
+
+        // Garbage values spread over two headers, then the valid one: it is reached only while
+        // the cap allows.
+        for (garbage, reached) in [(MAX_COOKIE_VALUES - 1, true), (MAX_COOKIE_VALUES, false)] {
+            let first = "__Host-session=x; ".repeat(garbage / 2);
+            let second = format!(
+                "{}{valid}",
+                "__Host-session=y; ".repeat(garbage - garbage / 2)
+            );
+            let outcome =
+                session_from_cookie_headers(&engine, [first.as_bytes(), second.as_bytes()], None)
+                    .unwrap();
+            assert_eq!(outcome.is_ok(), reached, "{garbage} garbage values");
+            if let Err(r) = outcome {
+                assert_eq!(r.code(), "INVALID");
+            }
+        }
+    }
+
     #[test]
     fn origins_normalize_case_and_default_ports() {
         let a = Origin::parse("HTTPS://Example.COM").unwrap();

@@ -62,12 +62,8 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         NOW.saturating_add(Duration::from_secs(3600)),
         NOW,
     );
-    let engine = SessionEngine::with_parts(
-        config,
-        keys,
-        revocations,
-        Arc::new(ManualClock::new(NOW)),
-    );
+    let engine =
+        SessionEngine::with_parts(config, keys, revocations, Arc::new(ManualClock::new(NOW)));
     World {
         engine,
         valid,
@@ -114,8 +110,15 @@ fuzz_target!(|data: &[u8]| {
     let outcome =
         session_from_cookie_headers(&w.engine, lines.iter().map(Vec::as_slice), fingerprint);
     if let Some(Ok(session)) = outcome {
-        assert_eq!(session.id(), SessionId::from_bytes(VALID_ID), "forged session accepted");
+        assert_eq!(
+            session.id(),
+            SessionId::from_bytes(VALID_ID),
+            "forged session accepted"
+        );
         assert_eq!(session.user_id(), "alice");
-        assert!(fingerprint.is_some_and(|f| f.ct_eq(&w.bound)), "fingerprint not enforced");
+        assert!(
+            fingerprint.is_some_and(|f| f.ct_eq(&w.bound)),
+            "fingerprint not enforced"
+        );
     }
 });

@@ -44,7 +44,10 @@ fn exercise(text: &str) {
         // Opening succeeds only for what parses, and under the key id the header names.
         if opened.is_ok() {
             let kid = parsed.as_ref().map(UntrustedToken::key_id);
-            assert!(matches!(kid, Ok("k1" | "2026-11_b")), "opened without a known key id");
+            assert!(
+                matches!(kid, Ok("k1" | "2026-11_b")),
+                "opened without a known key id"
+            );
         }
     }
     if let Ok(untrusted) = parsed {
