@@ -11,7 +11,8 @@
 //! 3. reads every `Cookie` header, takes the values of the session cookie, and validates at most
 //!    [`MAX_COOKIE_VALUES`] of them in order: the first that validates wins, so a cookie planted
 //!    under the same name (say, from a sibling subdomain) cannot mask the real one. With none
-//!    valid the outcome is the first rejection; with no value it is "no session";
+//!    valid the outcome is the first rejection; with no value it is "no session"
+//!    ([`session_from_cookie_headers`] is this step on its own);
 //! 4. inserts a [`SessionContext`] into the request extensions for the extractors;
 //! 5. on the response appends at most one Set-Cookie: the change a handler recorded (login,
 //!    logout, regeneration…), else a renewed cookie when renewal is due, else — when the request
@@ -556,49 +557,27 @@ impl<T: SessionData> Shared<T> {
         req: &Request<B>,
         fingerprint: Option<&Fingerprint>,
     ) -> Option<Result<Session<T>, Rejection>> {
-        let settings = self.engine.config().cookie();
         let started = Instant::now();
-        let mut tried = 0usize;
-        let mut first_rejection: Option<(Rejection, Option<(String, crate::SessionId)>)> = None;
-        'headers: for line in req.headers().get_all(COOKIE) {
-            // Lossy: a non-UTF-8 byte spoils only the pair it is in, not the real cookie
-            // next to it.
-            let line = match std::str::from_utf8(line.as_bytes()) {
-                Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(line.as_bytes()),
-            };
-            for value in settings.values_in(&line).filter(|v| !v.is_empty()) {
-                if tried == MAX_COOKIE_VALUES {
-                    break 'headers;
-                }
-                tried += 1;
-                match self.engine.validate(value, fingerprint) {
-                    Ok(session) => {
-                        self.auditor.metrics().observe_validation(started.elapsed());
-                        if first_rejection.is_some() {
-                            tracing::debug!(
-                                "a session cookie value before the valid one was rejected"
-                            );
-                        }
-                        return Some(Ok(session));
-                    }
-                    Err(r) if first_rejection.is_none() => {
-                        let who = self.identify(&r, value);
-                        first_rejection = Some((r, who));
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
+        let lines = req
+            .headers()
+            .get_all(COOKIE)
+            .into_iter()
+            .map(|v| v.as_bytes());
+        let mut who = None;
+        let (outcome, tried) =
+            validate_cookie_lines(&self.engine, lines, fingerprint, |rejection, value| {
+                who = self.identify(rejection, value);
+            });
         if tried > 0 {
             self.auditor.metrics().observe_validation(started.elapsed());
         }
-        let (rejection, who) = first_rejection?;
-        self.auditor.rejected(
-            &rejection,
-            who.as_ref().map(|(user, sid)| (user.as_str(), *sid)),
-        );
-        Some(Err(rejection))
+        if let Some(Err(rejection)) = &outcome {
+            self.auditor.rejected(
+                rejection,
+                who.as_ref().map(|(user, sid)| (user.as_str(), *sid)),
+            );
+        }
+        outcome
     }
 
     /// Who a rejected token belonged to, for the audit log. Only tokens that authenticated
@@ -650,10 +629,108 @@ impl<T: SessionData> Shared<T> {
     }
 }
 
+/// The session in a request's `Cookie` headers, exactly as [`SessionLayer`] finds it: each
+/// header value (raw bytes, decoded lossily so a non-UTF-8 byte spoils only the pair it is in)
+/// is split into pairs, the values of the engine's cookie name are validated in order, at most
+/// [`MAX_COOKIE_VALUES`] of them, and the first that validates wins.
+///
+/// Returns `None` when no (non-empty) value of the session cookie is present, else the valid
+/// session or the first rejection. Never panics, whatever the bytes; the layer itself uses this
+/// function, and the `cookie_header` fuzz target drives it with arbitrary input.
+///
+/// ```
+/// use sealed_sessions::layer::session_from_cookie_headers;
+/// use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, SessionEngine};
+/// let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+/// let engine: SessionEngine<()> = SessionEngine::new(EngineConfig::default(), keys);
+/// let headers: [&[u8]; 1] = [b"theme=dark; __Host-session=garbage"];
+/// let outcome = session_from_cookie_headers(&engine, headers, None);
+/// assert_eq!(outcome.unwrap().unwrap_err().code(), "INVALID");
+/// assert!(session_from_cookie_headers(&engine, [&b"theme=dark"[..]], None).is_none());
+/// ```
+pub fn session_from_cookie_headers<'h, T: SessionData>(
+    engine: &SessionEngine<T>,
+    headers: impl IntoIterator<Item = &'h [u8]>,
+    fingerprint: Option<&Fingerprint>,
+) -> Option<Result<Session<T>, Rejection>> {
+    validate_cookie_lines(engine, headers, fingerprint, |_, _| {}).0
+}
+
+/// [`session_from_cookie_headers`], also reporting how many values were validated and handing
+/// the first rejection and its cookie value to `on_first_rejection` (for the audit log).
+fn validate_cookie_lines<'h, T: SessionData>(
+    engine: &SessionEngine<T>,
+    headers: impl IntoIterator<Item = &'h [u8]>,
+    fingerprint: Option<&Fingerprint>,
+    mut on_first_rejection: impl FnMut(&Rejection, &str),
+) -> (Option<Result<Session<T>, Rejection>>, usize) {
+    let settings = engine.config().cookie();
+    let mut tried = 0usize;
+    let mut first_rejection: Option<Rejection> = None;
+    'headers: for line in headers {
+        // Lossy: a non-UTF-8 byte spoils only the pair it is in, not the real cookie next to it.
+        let line = match std::str::from_utf8(line) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(line),
+        };
+        for value in settings.values_in(&line).filter(|v| !v.is_empty()) {
+            if tried == MAX_COOKIE_VALUES {
+                break 'headers;
+            }
+            tried += 1;
+            match engine.validate(value, fingerprint) {
+                Ok(session) => {
+                    if first_rejection.is_some() {
+                        tracing::debug!("a session cookie value before the valid one was rejected");
+                    }
+                    return (Some(Ok(session)), tried);
+                }
+                Err(r) if first_rejection.is_none() => {
+                    on_first_rejection(&r, value);
+                    first_rejection = Some(r);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (first_rejection.map(Err), tried)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn cookie_headers_are_read_up_to_the_value_cap_and_bad_bytes_spoil_one_pair() {
+        use crate::{EngineConfig, Key, KeyId, KeyRing};
+        let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+        let engine: SessionEngine<()> = SessionEngine::new(EngineConfig::default(), keys);
+        let token = engine.issue("alice", (), None).await.unwrap().token;
+        let valid = format!("__Host-session={token}");
+
+        let mut bad = b"__Host-session=\xff\xfe; ".to_vec();
+        bad.extend_from_slice(valid.as_bytes());
+        let outcome = session_from_cookie_headers(&engine, [bad.as_slice()], None);
+        assert_eq!(outcome.unwrap().unwrap().user_id(), "alice");
+
+        // Garbage values spread over two headers, then the valid one: it is reached only while
+        // the cap allows.
+        for (garbage, reached) in [(MAX_COOKIE_VALUES - 1, true), (MAX_COOKIE_VALUES, false)] {
+            let first = "__Host-session=x; ".repeat(garbage / 2);
+            let second = format!(
+                "{}{valid}",
+                "__Host-session=y; ".repeat(garbage - garbage / 2)
+            );
+            let outcome =
+                session_from_cookie_headers(&engine, [first.as_bytes(), second.as_bytes()], None)
+                    .unwrap();
+            assert_eq!(outcome.is_ok(), reached, "{garbage} garbage values");
+            if let Err(r) = outcome {
+                assert_eq!(r.code(), "INVALID");
+            }
+        }
+    }
 
     #[test]
     fn origins_normalize_case_and_default_ports() {

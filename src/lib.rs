@@ -26,6 +26,8 @@
 //!   [`extract::SessionManager`]) and [`extract::HttpError`], the one status-and-code mapping.
 //! - [`audit`]: audit events on the `sealed_sessions::audit` target and the anomaly detector.
 //! - [`metrics`]: [`Metrics`], Prometheus text for a `/metrics` route.
+//! - [`users_file`]: the reference server's users file format (TOML, argon2id hashes), parsed
+//!   and checked without touching the file system, so it can be fuzzed.
 //!
 //! # Example
 //! ```
@@ -96,6 +98,7 @@ mod redis_conn;
 pub mod revocation;
 pub mod session_index;
 pub mod token;
+pub mod users_file;
 
 pub use claims::{Claims, Fingerprint, RawData, SessionId};
 pub use config::{ConfigError, EngineConfig, FingerprintPolicy};

@@ -134,6 +134,11 @@ pub struct ServeConfig {
     #[arg(long, value_name = "N", env = "SEALED_SESSIONS_LOGIN_CONCURRENCY", default_value_t = default_login_concurrency(), value_parser = parse_concurrency)]
     pub login_concurrency: usize,
 
+    /// Accept key files that group or others may read or write. Anyone who can read a key can
+    /// forge sessions: only for setups where the mode cannot be controlled (some secret mounts).
+    #[arg(long, env = "SEALED_SESSIONS_DANGER_ALLOW_LOOSE_KEY_PERMISSIONS")]
+    pub danger_allow_loose_key_permissions: bool,
+
     /// Write the bound address to this file once listening (for tests and scripts using port 0).
     #[arg(long, value_name = "PATH", hide = true)]
     pub port_file: Option<PathBuf>,

@@ -21,10 +21,14 @@ pub enum KeySource {
 }
 
 /// Loads the ring, reading the environment variable `SEALED_SESSIONS_KEYS`.
-pub fn load(dir: &Path, production: bool) -> anyhow::Result<(KeyRing, KeySource)> {
+pub fn load(
+    dir: &Path,
+    production: bool,
+    opts: &LoadOptions,
+) -> anyhow::Result<(KeyRing, KeySource)> {
     let from_env = KeyRing::from_env(keys::ENV_VAR)
         .with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))?;
-    load_with(from_env, dir, production)
+    load_with(from_env, dir, production, opts)
 }
 
 /// [`load`] with the environment's ring passed in (for tests, which must not set variables in
@@ -33,6 +37,7 @@ pub fn load_with(
     from_env: Option<KeyRing>,
     dir: &Path,
     production: bool,
+    opts: &LoadOptions,
 ) -> anyhow::Result<(KeyRing, KeySource)> {
     if let Some(ring) = from_env {
         info!(keys = ?ring, "session keys from {}", keys::ENV_VAR);
@@ -57,8 +62,26 @@ pub fn load_with(
         );
         source = KeySource::Generated(id);
     }
-    let ring = KeyRing::load_dir(dir, &LoadOptions::default())
-        .with_context(|| format!("loading session keys from {}", dir.display()))?;
+    if opts.danger_allow_loose_permissions {
+        warn!(
+            dir = %dir.display(),
+            "--danger-allow-loose-key-permissions: key files readable by group or others are accepted"
+        );
+    }
+    let ring = match KeyRing::load_dir(dir, opts) {
+        Ok(ring) => ring,
+        Err(e @ KeyError::LoosePermissions { .. }) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "loading session keys from {} (to accept such a key file anyway, pass \
+                 --danger-allow-loose-key-permissions)",
+                dir.display()
+            )));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("loading session keys from {}", dir.display())));
+        }
+    };
     info!(keys = ?ring, dir = %dir.display(), "session keys loaded");
     Ok((ring, source))
 }
@@ -130,7 +153,7 @@ mod tests {
     fn empty_dir_gets_a_private_primary_key_in_development() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let (ring, source) = load_with(None, &dir, false).unwrap();
+        let (ring, source) = load_with(None, &dir, false, &LoadOptions::default()).unwrap();
         let KeySource::Generated(id) = source else {
             panic!("{source:?}")
         };
@@ -141,7 +164,7 @@ mod tests {
             assert_eq!(mode(&dir.join(format!("{id}.key"))), 0o600);
         }
         // A restart finds the same key.
-        let (again, source) = load_with(None, &dir, false).unwrap();
+        let (again, source) = load_with(None, &dir, false, &LoadOptions::default()).unwrap();
         assert_eq!(source, KeySource::Dir);
         assert_eq!(again.primary_id(), &id);
     }
@@ -149,7 +172,10 @@ mod tests {
     #[test]
     fn production_refuses_an_empty_dir_with_the_fix_in_the_message() {
         let tmp = tempfile::tempdir().unwrap();
-        let msg = format!("{:#}", load_with(None, tmp.path(), true).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            load_with(None, tmp.path(), true, &LoadOptions::default()).unwrap_err()
+        );
         assert!(
             msg.contains("--production") && msg.contains("keygen"),
             "{msg}"
@@ -161,7 +187,8 @@ mod tests {
     fn env_ring_wins_over_the_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let ring = KeyRing::single(KeyId::new("envkey").unwrap(), Key::generate().unwrap());
-        let (got, source) = load_with(Some(ring), tmp.path(), true).unwrap();
+        let (got, source) =
+            load_with(Some(ring), tmp.path(), true, &LoadOptions::default()).unwrap();
         assert_eq!(source, KeySource::Env);
         assert_eq!(got.primary_id().as_str(), "envkey");
         assert!(keys::list_dir(tmp.path()).unwrap().is_empty());
@@ -196,7 +223,10 @@ mod tests {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
-        let msg = format!("{:#}", load_with(None, tmp.path(), false).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            load_with(None, tmp.path(), false, &LoadOptions::default()).unwrap_err()
+        );
         assert!(msg.contains("k1.key"), "{msg}");
         assert_eq!(keys::list_dir(tmp.path()).unwrap().len(), 1);
     }

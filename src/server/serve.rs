@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sealed_sessions::clock::SystemClock;
+use sealed_sessions::keys::LoadOptions;
 use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
 use sealed_sessions::session_index::{MemorySessionIndex, RedisSessionIndex, SessionIndex};
 use sealed_sessions::{LayerOptions, MemoryRevocations, SessionEngine, TrustedProxies};
@@ -46,7 +47,11 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Handlers first, so a signal that arrives once the port is announced is not fatal.
         let shutdown = shutdown_signal()?;
-        let (keys, _source) = keys_bootstrap::load(&config.keys_dir, config.production)?;
+        let key_options = LoadOptions {
+            danger_allow_loose_permissions: config.danger_allow_loose_key_permissions,
+        };
+        let (keys, _source) =
+            keys_bootstrap::load(&config.keys_dir, config.production, &key_options)?;
         let users = load_users(&config).await?;
         let limit = config.max_sessions_per_user;
         let index: Arc<dyn SessionIndex> = match &config.redis {

@@ -314,6 +314,33 @@ mod tests {
         assert_eq!(err.retry_after, Duration::from_secs(50));
     }
 
+    /// Counters are forgotten one window after they were created, so a flood leaves nothing
+    /// behind. moka keeps its own clock, so this one test waits (briefly) instead of injecting
+    /// time.
+    #[test]
+    fn flood_entries_expire_after_the_window() {
+        let window = Duration::from_millis(100);
+        let t = LoginThrottle::new(ThrottleConfig {
+            window,
+            max_failures_per_user: 1,
+            max_failures_per_ip: 1,
+            max_capacity: 10_000,
+        });
+        for i in 0..500u32 {
+            t.record_failure(&format!("flood{i}"), IpAddr::from(i.to_be_bytes()));
+        }
+        t.by_user.run_pending_tasks();
+        t.by_ip.run_pending_tasks();
+        assert!(t.by_user.entry_count() > 0 && t.by_ip.entry_count() > 0);
+        assert!(t.check("flood7", ip("203.0.113.1")).is_err());
+        std::thread::sleep(window * 3);
+        t.by_user.run_pending_tasks();
+        t.by_ip.run_pending_tasks();
+        assert_eq!(t.by_user.entry_count(), 0);
+        assert_eq!(t.by_ip.entry_count(), 0);
+        t.check("flood7", IpAddr::from(7u32.to_be_bytes())).unwrap();
+    }
+
     #[test]
     fn memory_is_bounded_by_capacity() {
         let t = LoginThrottle::new(ThrottleConfig {

@@ -1,11 +1,5 @@
-//! Users: the TOML users file, the demo users, and password hashing and verification.
-//!
-//! ```toml
-//! [[user]]
-//! username = "alice"
-//! role = "user"            # or "admin"
-//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."
-//! ```
+//! Users: the store loaded from the users file (whose format, `sealed_sessions::users_file`, is
+//! in the library so it can be fuzzed), the demo users, and password hashing and verification.
 //!
 //! Verification runs argon2id (19 MiB, about a core for tens of milliseconds) on the blocking
 //! pool, at most `--login-concurrency` at a time, so a flood of logins queues behind the
@@ -17,12 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use parking_lot::RwLock;
 use rand::TryRngCore as _;
-use serde::{Deserialize, Serialize};
+use sealed_sessions::users_file::{check_password_hash, parse_users_file};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -44,31 +38,7 @@ pub const DEMO_USERS: [(&str, &str, Role); 2] = [
     ("admin", "admin-password", Role::Admin),
 ];
 
-/// What a user may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// An ordinary account.
-    User,
-    /// May use the admin routes.
-    Admin,
-}
-
-impl Role {
-    /// The name used in the users file and the JSON API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use sealed_sessions::users_file::Role;
 
 /// One account.
 #[derive(Clone, PartialEq, Eq)]
@@ -86,21 +56,6 @@ impl fmt::Debug for User {
             .field("role", &self.role)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UsersFile {
-    #[serde(default)]
-    user: Vec<UserEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserEntry {
-    username: String,
-    role: Role,
-    password_hash: String,
 }
 
 /// The accounts, changeable at run time (password changes).
@@ -126,38 +81,28 @@ impl UserStore {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses users-file text; `origin` names the file in errors.
+    /// Parses users-file text; `origin` names the file in errors. Warns about hashes whose
+    /// argon2 parameters differ from [`hash_password`]'s (see [`timing_outlier`]).
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<UserStore> {
-        let file: UsersFile =
-            toml::from_str(text).with_context(|| format!("invalid users file {origin}"))?;
-        let mut users = HashMap::with_capacity(file.user.len());
-        for entry in file.user {
-            if entry.username.is_empty() {
-                bail!("users file {origin}: a [[user]] has an empty username");
-            }
-            check_hash(&entry.password_hash).with_context(|| {
-                format!(
-                    "users file {origin}: user {:?} has an unusable password_hash",
-                    entry.username
-                )
-            })?;
-            if users.contains_key(&entry.username) {
-                bail!(
-                    "users file {origin}: user {:?} appears more than once",
-                    entry.username
-                );
-            }
-            users.insert(
-                entry.username,
-                User {
-                    role: entry.role,
-                    password_hash: entry.password_hash,
-                },
-            );
-        }
-        if users.is_empty() {
-            bail!("users file {origin} defines no [[user]]");
-        }
+        let users = parse_users_file(text, origin)?
+            .into_iter()
+            .map(|r| {
+                if timing_outlier(&r.password_hash) {
+                    tracing::warn!(
+                        user = %r.username,
+                        file = origin,
+                        "password hash uses other argon2 parameters than m={ARGON2_M_KIB},t={ARGON2_T},p={ARGON2_P}: \
+                         login timing can tell this user exists (unknown users are checked \
+                         against a hash with those parameters); rehash with `sealed-sessions hash-password`"
+                    );
+                }
+                let user = User {
+                    role: r.role,
+                    password_hash: r.password_hash,
+                };
+                (r.username, user)
+            })
+            .collect();
         Ok(UserStore::new(users))
     }
 
@@ -206,19 +151,19 @@ impl UserStore {
 
 /// Checks that `hash` is an argon2id PHC string whose parameters argon2 accepts.
 fn check_hash(hash: &str) -> anyhow::Result<()> {
-    let parsed = PasswordHash::new(hash)
-        .map_err(|e| anyhow::anyhow!("not a PHC string ($argon2id$v=19$m=…): {e}"))?;
-    if parsed.algorithm != Algorithm::Argon2id.ident() {
-        bail!(
-            "algorithm is {}, expected argon2id (make one with `sealed-sessions hash-password`)",
-            parsed.algorithm
-        );
+    Ok(check_password_hash(hash)?)
+}
+
+/// Whether checking `hash` costs measurably more or less than checking the dummy hash used for
+/// unknown users: true when its argon2 parameters are not [`hash_password`]'s.
+pub fn timing_outlier(hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return true;
+    };
+    match Params::try_from(&parsed) {
+        Ok(p) => (p.m_cost(), p.t_cost(), p.p_cost()) != (ARGON2_M_KIB, ARGON2_T, ARGON2_P),
+        Err(_) => true,
     }
-    Params::try_from(&parsed).map_err(|e| anyhow::anyhow!("bad argon2 parameters: {e}"))?;
-    if parsed.hash.is_none() {
-        bail!("the PHC string has no hash part");
-    }
-    Ok(())
 }
 
 fn argon2() -> anyhow::Result<Argon2<'static>> {
@@ -479,6 +424,51 @@ mod tests {
         ));
         drop(held);
         assert!(v.verify("alice", pw("right")).await.unwrap().is_some());
+    }
+
+    fn median(mut v: Vec<Duration>) -> Duration {
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    /// Login for an unknown user runs argon2 on a dummy hash with the same parameters, so it
+    /// costs what a wrong password costs. Interleaved trials, alternating which goes first;
+    /// medians must agree within a factor of two (generous: the machine is shared).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_user_and_wrong_password_take_the_same_time() {
+        let v = PasswordVerifier::new(store_with_alice().await, 1);
+        let time = |user: &'static str| {
+            let v = v.clone();
+            async move {
+                let started = std::time::Instant::now();
+                assert_eq!(v.verify(user, pw("wrong")).await.unwrap(), None);
+                started.elapsed()
+            }
+        };
+        time("alice").await; // warm-up
+        let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+        for i in 0..15 {
+            if i % 2 == 0 {
+                unknown.push(time("mallory").await);
+                wrong.push(time("alice").await);
+            } else {
+                wrong.push(time("alice").await);
+                unknown.push(time("mallory").await);
+            }
+        }
+        let (unknown, wrong) = (median(unknown), median(wrong));
+        let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
+        println!("median unknown user {unknown:?}, wrong password {wrong:?}, ratio {ratio:.3}");
+        assert!((0.5..=2.0).contains(&ratio), "ratio {ratio}");
+    }
+
+    #[test]
+    fn hashes_with_other_parameters_are_flagged_as_timing_outliers() {
+        let h = hash_password("pw").unwrap();
+        assert!(!timing_outlier(&h));
+        assert!(!timing_outlier(DUMMY_HASH));
+        let other = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$PpHpvM2LByVKjbxvwzP9wi7KqHW6YIF8ZZr6XbZGhZ4";
+        assert!(timing_outlier(other));
     }
 
     #[tokio::test]

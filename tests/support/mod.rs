@@ -1,4 +1,5 @@
 //! Shared test helpers.
 pub mod bin;
+pub mod raw_server;
 pub mod redis;
 pub mod server;
