@@ -59,10 +59,14 @@ impl SessionId {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        // One write, not sixteen: `GET /me` formats the id on every call.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0x0f)];
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -286,6 +290,15 @@ mod tests {
         assert!(RawData::from_bytes(vec![]).decode::<u32>().is_err());
         assert_eq!(raw.as_bytes(), bytes.as_slice());
         assert_eq!(raw.into_bytes(), bytes);
+    }
+
+    #[test]
+    fn session_id_displays_as_32_lowercase_hex_digits_and_parses_back() {
+        let bytes: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(0x1f) ^ 0xa5);
+        let id = SessionId::from_bytes(bytes);
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(id.to_string(), expected);
+        assert_eq!(SessionId::parse_hex(&id.to_string()), Some(id));
     }
 
     #[test]

@@ -173,6 +173,10 @@ pub fn fingerprint_for(
     headers: &HeaderMap,
     client_ip: IpAddr,
 ) -> Option<Fingerprint> {
+    // Runs on every request: skip the header parsing when nothing is bound.
+    if mode == FingerprintMode::Off {
+        return None;
+    }
     let header = |name| {
         headers
             .get(name)

@@ -294,10 +294,35 @@ async fn login_issues_a_new_session_cookie_that_me_describes() {
 
     let r = me(&c, &srv, Some(&cookie.pair())).await;
     let body = r.assert_ok();
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "auth_time",
+            "created_at",
+            "elevated",
+            "expires_at",
+            "role",
+            "session_id",
+            "user"
+        ]
+    );
     assert_eq!(body["user"], "alice");
     assert_eq!(body["role"], "user");
     assert_eq!(body["elevated"], false);
     let sid = body["session_id"].as_str().unwrap().to_owned();
+    assert!(
+        sid.len() == 32
+            && sid
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{sid}"
+    );
     assert!(sid.len() >= 16, "{sid}");
     assert_eq!(body["created_at"], body["auth_time"]);
     let lifetime = time(&body["expires_at"])

@@ -21,8 +21,8 @@ use sealed_sessions::clock::UnixMillis;
 use sealed_sessions::extract::{Fresh, HttpError, Session, SessionManager};
 use sealed_sessions::fingerprint::CoarseUserAgent;
 use sealed_sessions::session_index::SessionEntry;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -231,17 +231,44 @@ async fn login(
     Ok(Json(json!({ "user": session.user_id(), "role": role.as_str() })).into_response())
 }
 
-async fn me(session: Sess) -> Json<serde_json::Value> {
+/// The body of `GET /me`, the request every page load makes: serialized straight from the
+/// claims, without a `serde_json::Value` tree or temporary strings. Fields in alphabetical order,
+/// as `json!` wrote them.
+#[derive(Serialize)]
+struct MeBody<'a> {
+    #[serde(serialize_with = "ser_rfc3339")]
+    auth_time: UnixMillis,
+    #[serde(serialize_with = "ser_rfc3339")]
+    created_at: UnixMillis,
+    elevated: bool,
+    #[serde(serialize_with = "ser_rfc3339")]
+    expires_at: UnixMillis,
+    role: &'static str,
+    #[serde(serialize_with = "ser_display")]
+    session_id: SessionId,
+    user: &'a str,
+}
+
+fn ser_rfc3339<S: Serializer>(t: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(t.to_system_time()))
+}
+
+fn ser_display<S: Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+async fn me(session: Sess) -> Response {
     let c = session.claims();
-    Json(json!({
-        "user": c.user_id,
-        "role": c.data.role.as_str(),
-        "elevated": c.data.elevated,
-        "session_id": c.session_id.to_string(),
-        "created_at": rfc3339(c.created_at),
-        "auth_time": rfc3339(c.auth_time),
-        "expires_at": rfc3339(c.expires_at),
-    }))
+    Json(MeBody {
+        auth_time: c.auth_time,
+        created_at: c.created_at,
+        elevated: c.data.elevated,
+        expires_at: c.expires_at,
+        role: c.data.role.as_str(),
+        session_id: c.session_id,
+        user: &c.user_id,
+    })
+    .into_response()
 }
 
 async fn logout(

@@ -33,9 +33,22 @@ pub struct SessionData {
     pub elevated: bool,
 }
 
-/// Shared by every handler. Cheap to clone: every field is a handle.
+/// Shared by every handler: one `Arc`, so a clone is one reference count. axum clones the state
+/// for every request (each handler call, each `from_fn_with_state` layer); cloning the fields one
+/// by one cost more than validating the cookie (the throttle's caches alone hold a dozen counts).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+#[derive(Debug)]
+pub struct AppStateInner {
     /// Issues, validates and revokes sessions.
     pub engine: SessionEngine<SessionData>,
     /// The session layer (cookie in, session out; audit and metrics).
@@ -68,7 +81,7 @@ impl AppState {
         index: Arc<dyn SessionIndex>,
     ) -> anyhow::Result<AppState> {
         let layer = SessionLayer::new(engine.clone(), options)?;
-        Ok(AppState {
+        Ok(AppState(Arc::new(AppStateInner {
             engine,
             layer,
             verifier,
@@ -76,7 +89,7 @@ impl AppState {
             max_body_bytes,
             max_staleness,
             index,
-        })
+        })))
     }
 
     /// The user store (through the verifier, which owns it).
@@ -86,9 +99,13 @@ impl AppState {
 
     /// Whether the revocation list is too stale to trust (`--max-staleness`).
     pub fn too_stale(&self) -> bool {
+        // Asked on every session request: without --max-staleness, do not even look (the Redis
+        // backend's status takes a lock its sync task also takes).
+        let Some(max) = self.max_staleness else {
+            return false;
+        };
         let sync = self.engine.revocations().sync_status();
-        self.max_staleness
-            .is_some_and(|max| !sync.synced && Duration::from_millis(sync.lag_ms) > max)
+        !sync.synced && Duration::from_millis(sync.lag_ms) > max
     }
 }
 
