@@ -23,8 +23,11 @@ fi
 export RUSTC_BOOTSTRAP=1
 # Build all targets in one cargo run (dependencies compile once), then run the binaries
 # directly: nothing rebuilds between targets, even if sources change during a long run.
-cargo fuzz build
-bin="target/$(rustc -vV | sed -n 's/^host: //p')/release"
+# FUZZ_TARGET_DIR (an absolute path) moves the build out of fuzz/target; CI points it at a
+# cache so the instrumented dependencies compile once per machine, not once per clone.
+target_dir="${FUZZ_TARGET_DIR:-target}"
+cargo fuzz build --target-dir "$target_dir"
+bin="$target_dir/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 logs="target/fuzz-logs"
 mkdir -p "$logs"

@@ -108,8 +108,10 @@ impl<T> Session<T> {
 }
 
 /// A freshly sealed session: the value to send as the cookie and the session it encodes.
+///
+/// `Debug` leaves the token out: it is a live credential.
 #[must_use = "the cookie must reach the response, or the client keeps its old session"]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Issued<T> {
     /// The session now in force.
     pub session: Session<T>,
@@ -118,6 +120,16 @@ pub struct Issued<T> {
     /// How long the browser should keep the cookie: the idle timeout, capped by what is left
     /// of the absolute lifetime.
     pub max_age: Duration,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Issued<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("session", &self.session)
+            .field("token", &"<redacted>")
+            .field("max_age", &self.max_age)
+            .finish()
+    }
 }
 
 struct Inner {

@@ -498,6 +498,28 @@ fn take_cookie(r: &Resp, tokens: &mut Vec<String>) -> String {
     c
 }
 
+/// `Debug` of what carries a live token — an issued session, the layer's pending cookie
+/// change, the engine — never shows it (nor the key).
+#[tokio::test]
+async fn debug_output_never_shows_a_token_or_key() {
+    use sealed_sessions::layer::CookieChange;
+    let key = Key::generate().unwrap();
+    let key_text = key.to_base64();
+    let keys = KeyRing::single(KeyId::new("k1").unwrap(), key);
+    let engine: SessionEngine<String> = SessionEngine::new(EngineConfig::default(), keys);
+    let issued = engine
+        .issue("alice", "data".to_owned(), None)
+        .await
+        .unwrap();
+    let change = CookieChange::Set(engine.set_cookie(&issued));
+    let session = engine.validate(&issued.token, None).unwrap();
+    let shown = format!("{issued:?} {issued:#?} {change:?} {session:?} {engine:?}");
+    assert!(shown.contains("alice"), "{shown}");
+    assert!(!shown.contains(&issued.token), "{shown}");
+    assert!(!shown.contains(&issued.token[..24]), "{shown}");
+    assert!(!shown.contains(key_text.as_str()), "{shown}");
+}
+
 // ------------------------------------------------------------------ login flood
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
