@@ -119,9 +119,8 @@ stop_bg() {
 
 # The program `timeout` runs (taskset execs it, so it is timeout's only child).
 child_of() {
-  local i
-  for i in $(seq 50); do
-    local c
+  local c
+  for _ in $(seq 50); do
     c=$(cat "/proc/$1/task/$1/children" 2>/dev/null || true)
     [ -n "$c" ] && { echo "${c%% *}"; return; }
     sleep 0.02
@@ -132,7 +131,7 @@ child_of() {
 CLK_TCK=$(getconf CLK_TCK)
 # user+system CPU ticks of a process and all its threads so far.
 cpu_ticks() {
-  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
+  if [ -z "$1" ] || [ ! -r "/proc/$1/stat" ]; then echo 0; return; fi
   # Fields after the ")" that closes the command name: utime is the 12th, stime the 13th.
   sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
@@ -159,6 +158,31 @@ wait_addr() {
   done
   say "--- $what log:"; tail -20 "${LOG:-/dev/null}" >&2 || true
   die "$what did not start"
+}
+
+# Sets CHILD_CPU to the CPU seconds (user + system) of this shell's children reaped so far.
+# `times` must run in this shell, not in a $(...) subshell, hence the file.
+children_cpu() {
+  times >"$WORK/times"
+  CHILD_CPU=$(tail -1 "$WORK/times" |
+    awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] } print t }')
+}
+
+# Runs wrk on LOAD_CPU for $2 against $3, output to $1, in the background so that a signal
+# stops the run at once (bash runs traps only between foreground commands). Sets WRK_CPU to
+# wrk's CPU seconds: near the wall time means the load generator, not the server, is the limit.
+run_wrk() {
+  local out=$1 duration=$2 url=$3 c0 pid
+  children_cpu
+  c0=$CHILD_CPU
+  timeout -k 5 $(($(seconds "$duration") + 30)) taskset -c "$LOAD_CPU" \
+    wrk "-t$THREADS" "-c$CONNECTIONS" "-d$duration" --latency -s "$ROOT/loadtest/report.lua" \
+    -H "Cookie: $COOKIE" "$url" >"$out" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait "$pid" || die "wrk failed: $(tail -5 "$out")"
+  children_cpu
+  WRK_CPU=$(awk -v a="$c0" -v b="$CHILD_CPU" 'BEGIN { print b - a }')
 }
 
 # POSTs a JSON login body to $1/login and prints the `session=...` pair from its Set-Cookie.
@@ -247,7 +271,7 @@ run_target() {
       addr=$(wait_addr "$BG_PID" "$LOG" "$target")
       ;;
     sealed | sealed+redis)
-      mkdir -p -m 700 "$WORK/keys"
+      mkdir -p "$WORK/keys" && chmod 700 "$WORK/keys"
       rm -f "$WORK/sealed.port"
       [ "$target" = sealed+redis ] && extra+=(--redis "$REDIS_URL" --redis-prefix "load$round")
       start_bg "$SERVER_CPU" "$SERVER_LIFETIME" "$LOG" \
@@ -272,26 +296,23 @@ run_target() {
     sealed*) cookie=$(login_cookie "$url" '{"username":"alice","password":"alice-password"}' "$name") ;;
     *) cookie=$(login_cookie "$url" '{"username":"alice"}' "$name") ;;
   esac
-  local wrk=(wrk "-t$THREADS" "-c$CONNECTIONS" --latency -s "$ROOT/loadtest/report.lua" -H "Cookie: $cookie")
-  if [ "$WARM_S" -gt 0 ]; then
-    timeout -k 5 $((WARM_S + 30)) taskset -c "$LOAD_CPU" "${wrk[@]}" "-d$WARMUP" "$url/me" >"$WORK/$name.$round.warmup" 2>&1 ||
-      die "$target: warm-up wrk failed: $(tail -5 "$WORK/$name.$round.warmup")"
-  fi
+  COOKIE=$cookie
+  if [ "$WARM_S" -gt 0 ]; then run_wrk "$WORK/$name.$round.warmup" "$WARMUP" "$url/me"; fi
   local t0 t1 s0 s1 r0 r1
   s0=$(cpu_ticks "$pid"); r0=$(cpu_ticks "$REDIS_PID"); t0=$(date +%s.%N)
-  timeout -k 5 $((DUR_S + 30)) taskset -c "$LOAD_CPU" "${wrk[@]}" "-d$DURATION" "$url/me" >"$WORK/$name.$round.wrk" 2>&1 ||
-    die "$target: wrk failed: $(tail -5 "$WORK/$name.$round.wrk")"
+  run_wrk "$WORK/$name.$round.wrk" "$DURATION" "$url/me"
   t1=$(date +%s.%N); s1=$(cpu_ticks "$pid"); r1=$(cpu_ticks "$REDIS_PID")
   local line
   line=$(grep '^LOAD_RESULT ' "$WORK/$name.$round.wrk") || die "$target: no result line from wrk"
   # One TSV row: target, round, then the key=value fields, then CPU shares of the wall time.
   awk -v t="$target" -v r="$round" -v line="$line" -v s="$((s1 - s0))" -v rd="$((r1 - r0))" \
-    -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" -v redis="${REDIS_PID:+1}" 'BEGIN {
+    -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" -v redis="${REDIS_PID:+1}" \
+    -v wrk_cpu="$WRK_CPU" 'BEGIN {
       n = split(line, f, " "); out = t "\t" r
       for (i = 2; i <= n; i++) { split(f[i], kv, "="); out = out "\t" kv[2] }
       wall = t1 - t0
       rc = (redis != "" && t ~ /redis/) ? sprintf("%.0f", 100 * rd / hz / wall) : "-"
-      printf "%s\t%.0f\t%s\n", out, 100 * s / hz / wall, rc
+      printf "%s\t%.0f\t%s\t%.0f\n", out, 100 * s / hz / wall, rc, 100 * wrk_cpu / wall
     }' >>"$RESULTS"
   [ -z "$WRK_EXAMPLE" ] && [ "$target" != bare ] &&
     WRK_EXAMPLE="taskset -c $LOAD_CPU wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s loadtest/report.lua -H 'Cookie: session=…' http://$addr/me"
@@ -309,10 +330,11 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 MACHINE="$(nproc) CPUs ($CPU_MODEL), Linux $(uname -r); server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU, redis-server on CPU $REDIS_CPU"
 ORDER="${TARGET_LIST[*]}"
 {
-  echo "| target | req/s | p50 | p99 | req/s vs bare | p99 vs bare | server CPU | req/CPU-s | req/CPU-s vs bare | redis CPU | non-2xx + errors |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| target | req/s | p50 | p99 | req/s vs bare | p99 vs bare | server CPU | req/CPU-s | req/CPU-s vs bare | redis CPU | wrk CPU | non-2xx + errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   # Columns of results.tsv: 1 target, 2 round, 3 requests, 4 duration_us, 5 rps, 6 p50, 7 p90,
-  # 8 p99, 9 max, 10-14 errors (connect read write status timeout), 15 server CPU %, 16 redis CPU %.
+  # 8 p99, 9 max, 10-14 errors (connect read write status timeout), 15 server CPU %,
+  # 16 redis CPU %, 17 wrk CPU %.
   awk -F'\t' -v order="$ORDER" '
     function median(list,   a, n, i, j, t) {
       n = split(list, a, " ")
@@ -327,6 +349,7 @@ ORDER="${TARGET_LIST[*]}"
       # the scheduler left the server on a busy machine.
       if ($15 > 0) eff[$1] = eff[$1] " " ($5 / ($15 / 100))
       if ($16 != "-") rcpu[$1] = rcpu[$1] " " $16
+      wcpu[$1] = wcpu[$1] " " $17
     }
     END {
       n = split(order, ts, " ")
@@ -338,7 +361,7 @@ ORDER="${TARGET_LIST[*]}"
         rc = (t in rcpu) ? sprintf("%.0f%%", median(rcpu[t])) : "–"
         e = (t in eff) ? median(eff[t]) : 0
         ve = (beff > 0 && e > 0) ? sprintf("%.2f", e / beff) : "–"
-        printf "| %s | %.0f | %s | %s | %s | %s | %.0f%% | %.0f | %s | %s | %d |\n", t, r, ms(median(p50[t])), ms(q), vr, vq, median(cpu[t]), e, ve, rc, errs[t]
+        printf "| %s | %.0f | %s | %s | %s | %s | %.0f%% | %.0f | %s | %s | %.0f%% | %d |\n", t, r, ms(median(p50[t])), ms(q), vr, vq, median(cpu[t]), e, ve, rc, median(wcpu[t]), errs[t]
         # Machine-readable medians for the ratio lines below.
         printf "%s %f %f %f %d\n", t, r, q, e, errs[t] > "/dev/stderr"
       }
@@ -364,11 +387,15 @@ ratio_lines() {
     for t in sealed+redis sealed; do
       r=$(med "$t" 2)
       q=$(med "$t" 3)
-      local pr pq
+      e=$(med "$t" 4)
+      local pr pq pe
       pr=$(med "$peer" 2)
       pq=$(med "$peer" 3)
-      [ -n "$r" ] && [ -n "$pr" ] && awk -v t="$t" -v p="$peer" -v r="$r" -v q="$q" -v pr="$pr" -v pq="$pq" 'BEGIN {
-        printf "- **%s vs %s**: %.1f× the req/s, %.2f× the p99\n", t, p, r / pr, q / pq }'
+      pe=$(med "$peer" 4)
+      [ -n "$r" ] && [ -n "$pr" ] && awk -v t="$t" -v p="$peer" -v r="$r" -v q="$q" -v e="$e" \
+        -v pr="$pr" -v pq="$pq" -v pe="$pe" 'BEGIN {
+        printf "- **%s vs %s**: %.2f× the req/s, %.2f× the p99, %.2f× the requests per server CPU-second\n",
+          t, p, r / pr, q / pq, (pe > 0) ? e / pe : 0 }'
     done
   done
   return 0
