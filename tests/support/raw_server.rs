@@ -6,43 +6,12 @@
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sealed-sessions");
-
-/// The binary with none of our environment variables inherited.
-pub fn cmd() -> Command {
-    let mut c = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SEALED_SESSIONS_") {
-            c.env_remove(name);
-        }
-    }
-    c.env("RUST_LOG", "info");
-    c
-}
-
-/// Runs a command that must finish on its own (within 60 s), feeding it `stdin`.
-pub fn run_with_stdin(c: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
-}
+// Spawning the binary and running commands to completion are shared with `bin.rs`.
+pub use super::bin::{cmd, run_with_stdin};
 
 /// An argon2id hash of `password`, from the binary's `hash-password`.
 pub fn hash_password(password: &str) -> String {
