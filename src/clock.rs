@@ -44,6 +44,89 @@ impl UnixMillis {
     }
 }
 
+/// The last millisecond RFC 3339's four-digit years can write: 9999-12-31T23:59:59.999Z.
+pub const MAX_RFC3339_MILLIS: u64 = 253_402_300_799_999;
+
+impl UnixMillis {
+    /// This time as RFC 3339 in UTC with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`, formatted on
+    /// the stack (no allocation, no `fmt` machinery: `GET /me` writes three per request).
+    /// Times past [`MAX_RFC3339_MILLIS`] are written as that time.
+    ///
+    /// ```
+    /// use sealed_sessions::clock::UnixMillis;
+    /// assert_eq!(UnixMillis(0).rfc3339().as_str(), "1970-01-01T00:00:00.000Z");
+    /// assert_eq!(UnixMillis(1_767_225_600_123).rfc3339().to_string(), "2026-01-01T00:00:00.123Z");
+    /// ```
+    pub fn rfc3339(self) -> Rfc3339 {
+        let ms = self.0.min(MAX_RFC3339_MILLIS);
+        let (secs, milli) = (ms / 1000, ms % 1000);
+        let (days, sod) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level Date
+        // Algorithms"), on unsigned values: the input is never before the epoch.
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, sod / 3_600);
+        put(14, 2, sod / 60 % 60);
+        put(17, 2, sod % 60);
+        put(20, 3, milli);
+        Rfc3339(out)
+    }
+}
+
+/// An RFC 3339 UTC timestamp with milliseconds, from [`UnixMillis::rfc3339`]. Serializes as a
+/// string.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Rfc3339([u8; 24]);
+
+impl Rfc3339 {
+    /// The text as bytes (always ASCII).
+    pub fn as_bytes(&self) -> &[u8; 24] {
+        &self.0
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and the fixed separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// A [`Duration`] in whole milliseconds, saturating at `u64::MAX`.
 pub(crate) fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -102,5 +185,55 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> UnixMillis {
         UnixMillis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn humantime(ms: u64) -> String {
+        humantime::format_rfc3339_millis(UnixMillis(ms).to_system_time()).to_string()
+    }
+
+    #[test]
+    fn rfc3339_matches_humantime_at_calendar_edges() {
+        // Leap days (2000 is a leap year, 2100 is not), year and month ends, the last
+        // representable millisecond.
+        for ms in [
+            0,
+            951_782_400_000,   // 2000-02-29
+            951_868_799_999,   // 2000-02-29T23:59:59.999
+            4_107_542_400_000, // 2100-03-01
+            4_107_542_399_999, // 2100-02-28T23:59:59.999
+            1_767_225_599_999, // 2025-12-31T23:59:59.999
+            MAX_RFC3339_MILLIS,
+        ] {
+            assert_eq!(UnixMillis(ms).rfc3339().as_str(), humantime(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_saturates_past_year_9999() {
+        assert_eq!(
+            UnixMillis(u64::MAX).rfc3339().as_str(),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn rfc3339_serializes_as_a_json_string() {
+        let json = serde_json::to_string(&UnixMillis(86_400_001).rfc3339()).unwrap();
+        assert_eq!(json, "\"1970-01-02T00:00:00.001Z\"");
+    }
+
+    proptest! {
+        #[test]
+        fn rfc3339_matches_humantime_for_any_time(ms in 0..=MAX_RFC3339_MILLIS) {
+            let ours = UnixMillis(ms).rfc3339();
+            prop_assert_eq!(ours.as_str(), humantime(ms));
+        }
     }
 }

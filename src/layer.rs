@@ -29,7 +29,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
@@ -138,11 +137,11 @@ impl std::fmt::Debug for CookieChange {
 }
 
 struct ContextInner<T> {
-    engine: SessionEngine<T>,
+    // The layer's settings, engine and auditor: one reference count per request.
+    shared: Arc<Shared<T>>,
     outcome: Option<Result<Session<T>, Rejection>>,
     fingerprint: Option<Fingerprint>,
     client_ip: IpAddr,
-    auditor: Auditor,
     // Written by handlers, read by the layer once the inner service is done. A plain mutex: it
     // is held only to swap an Option, never across an await.
     change: Mutex<Option<CookieChange>>,
@@ -178,7 +177,7 @@ impl<T> std::fmt::Debug for SessionContext<T> {
 impl<T: SessionData> SessionContext<T> {
     /// The engine.
     pub fn engine(&self) -> &SessionEngine<T> {
-        &self.0.engine
+        &self.0.shared.engine
     }
 
     /// The validation outcome: `None` without a session cookie, else the first value that
@@ -205,12 +204,12 @@ impl<T: SessionData> SessionContext<T> {
 
     /// The auditor (for login failures and throttling in handlers).
     pub fn auditor(&self) -> &Auditor {
-        &self.0.auditor
+        &self.0.shared.auditor
     }
 
     /// Records that the response must set this session's cookie.
     pub fn set_cookie(&self, issued: &Issued<T>) {
-        *self.0.change.lock() = Some(CookieChange::Set(self.0.engine.set_cookie(issued)));
+        *self.0.change.lock() = Some(CookieChange::Set(self.0.shared.engine.set_cookie(issued)));
     }
 
     /// Records that the response must clear the session cookie.
@@ -429,8 +428,45 @@ impl<S: std::fmt::Debug, T> std::fmt::Debug for SessionService<S, T> {
     }
 }
 
-/// The boxed response future of [`SessionService`].
-pub type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<Response, E>> + Send>>;
+pin_project_lite::pin_project! {
+    /// The response future of [`SessionService`]: the inner service's future, then the
+    /// response's cookie (no allocation of its own).
+    pub struct ResponseFuture<F, T> {
+        #[pin]
+        state: State<F, T>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, T> {
+        // Refused before the inner service (cross-origin).
+        Refused { response: Option<Response> },
+        Inner { #[pin] inner: F, ctx: SessionContext<T> },
+    }
+}
+
+impl<F, E, T> Future for ResponseFuture<F, T>
+where
+    F: Future<Output = Result<Response, E>>,
+    T: SessionData,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Refused { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Pending,
+            },
+            StateProj::Inner { inner, ctx } => {
+                let mut response = std::task::ready!(inner.poll(cx))?;
+                ctx.0.shared.finish(ctx, &mut response);
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
+}
 
 impl<S, T, B> tower::Service<Request<B>> for SessionService<S, T>
 where
@@ -441,14 +477,14 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Error>;
+    type Future = ResponseFuture<S::Future, T>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         if shared.refuses_cross_origin(&req) {
             shared.auditor.metrics().cross_origin_refused();
             tracing::debug!(method = %req.method(), uri = %req.uri().path(), "cross-origin request refused");
@@ -457,18 +493,22 @@ where
                 "CROSS_ORIGIN",
                 "cross-origin request refused",
             );
-            return Box::pin(async move { Ok(refusal.into_response()) });
+            return ResponseFuture {
+                state: State::Refused {
+                    response: Some(refusal.into_response()),
+                },
+            };
         }
-        let ctx = shared.context_for(&req);
+        let ctx = Shared::context_for(shared, &req);
         req.extensions_mut().insert(ctx.clone());
-        // The instance that was polled ready is the one to call; leave a fresh clone behind.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let mut response = inner.call(req).await?;
-            shared.finish(&ctx, &mut response);
-            Ok(response)
-        })
+        // `self.inner` was polled ready, so it is the instance to call; the future it returns
+        // owns what it needs (tower's contract), so no clone is left behind.
+        ResponseFuture {
+            state: State::Inner {
+                inner: self.inner.call(req),
+                ctx,
+            },
+        }
     }
 }
 
@@ -532,22 +572,21 @@ impl<T: SessionData> Shared<T> {
         }
     }
 
-    fn context_for<B>(&self, req: &Request<B>) -> SessionContext<T> {
-        let client_ip = self.peer_ip(req);
-        let fingerprint = fingerprint_for(self.fingerprint, req.headers(), client_ip);
-        let outcome = self.validate_cookies(req, fingerprint.as_ref());
+    fn context_for<B>(this: &Arc<Self>, req: &Request<B>) -> SessionContext<T> {
+        let client_ip = this.peer_ip(req);
+        let fingerprint = fingerprint_for(this.fingerprint, req.headers(), client_ip);
+        let outcome = this.validate_cookies(req, fingerprint.as_ref());
         if let Some(Ok(session)) = &outcome
             && session.fingerprint_changed()
         {
-            self.auditor
+            this.auditor
                 .fingerprint_mismatch(session.user_id(), session.id(), false);
         }
         SessionContext(Arc::new(ContextInner {
-            engine: self.engine.clone(),
+            shared: this.clone(),
             outcome,
             fingerprint,
             client_ip,
-            auditor: self.auditor.clone(),
             change: Mutex::new(None),
         }))
     }
@@ -557,7 +596,7 @@ impl<T: SessionData> Shared<T> {
         req: &Request<B>,
         fingerprint: Option<&Fingerprint>,
     ) -> Option<Result<Session<T>, Rejection>> {
-        let started = Instant::now();
+        let timer = self.auditor.metrics().validation_timer();
         let lines = req
             .headers()
             .get_all(COOKIE)
@@ -568,7 +607,9 @@ impl<T: SessionData> Shared<T> {
             validate_cookie_lines(&self.engine, lines, fingerprint, |rejection, value| {
                 who = self.identify(rejection, value);
             });
-        if tried > 0 {
+        if let Some(started) = timer
+            && tried > 0
+        {
             self.auditor.metrics().observe_validation(started.elapsed());
         }
         if let Some(Err(rejection)) = &outcome {

@@ -21,8 +21,8 @@ use sealed_sessions::clock::UnixMillis;
 use sealed_sessions::extract::{Fresh, HttpError, Session, SessionManager};
 use sealed_sessions::fingerprint::CoarseUserAgent;
 use sealed_sessions::session_index::SessionEntry;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -39,7 +39,7 @@ type Sess = Session<SessionData>;
 
 /// The session routes, wrapped in the session layer and the staleness guard.
 pub fn session_routes(state: &AppState) -> Router<AppState> {
-    Router::new()
+    let routes = Router::new()
         .route("/login", post(login))
         .route("/me", get(me))
         .route("/logout", post(logout))
@@ -49,11 +49,16 @@ pub fn session_routes(state: &AppState) -> Router<AppState> {
         .route("/elevate", post(elevate))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", delete(delete_session))
-        .layer(state.layer.clone())
-        .layer(middleware::from_fn_with_state(
+        .layer(state.layer.clone());
+    // Only when asked for: every layer costs each request a boxed clone and a future.
+    if state.max_staleness.is_some() {
+        routes.layer(middleware::from_fn_with_state(
             state.clone(),
             fail_closed_when_stale,
         ))
+    } else {
+        routes
+    }
 }
 
 /// `--max-staleness`: once the revocation list has been out of sync longer than allowed, session
@@ -138,7 +143,7 @@ fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, 
 }
 
 fn rfc3339(t: UnixMillis) -> String {
-    humantime::format_rfc3339_millis(t.to_system_time()).to_string()
+    t.rfc3339().to_string()
 }
 
 fn busy() -> Response {
@@ -231,44 +236,50 @@ async fn login(
     Ok(Json(json!({ "user": session.user_id(), "role": role.as_str() })).into_response())
 }
 
-/// The body of `GET /me`, the request every page load makes: serialized straight from the
-/// claims, without a `serde_json::Value` tree or temporary strings. Fields in alphabetical order,
-/// as `json!` wrote them.
-#[derive(Serialize)]
-struct MeBody<'a> {
-    #[serde(serialize_with = "ser_rfc3339")]
-    auth_time: UnixMillis,
-    #[serde(serialize_with = "ser_rfc3339")]
-    created_at: UnixMillis,
-    elevated: bool,
-    #[serde(serialize_with = "ser_rfc3339")]
-    expires_at: UnixMillis,
-    role: &'static str,
-    #[serde(serialize_with = "ser_display")]
-    session_id: SessionId,
-    user: &'a str,
-}
-
-fn ser_rfc3339<S: Serializer>(t: &UnixMillis, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(t.to_system_time()))
-}
-
-fn ser_display<S: Serializer>(v: &impl std::fmt::Display, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
+/// The body of `GET /me`, the request every page load makes, written straight from the claims:
+/// `{"auth_time":…,"created_at":…,"elevated":…,"expires_at":…,"role":…,"session_id":…,"user":…}`
+/// (alphabetical, as `json!` wrote it). Only the user id can need escaping; the times, the hex
+/// id, the role and the keys are fixed ASCII, so they are copied rather than run through
+/// serde_json's escaper (which cost more than opening the cookie). A test checks the result
+/// against serde_json's own encoding of the same fields.
+fn me_json(c: &sealed_sessions::Claims<SessionData>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let time = |out: &mut Vec<u8>, key: &[u8], t: UnixMillis| {
+        out.extend_from_slice(key);
+        out.push(b'"');
+        out.extend_from_slice(t.rfc3339().as_bytes());
+        out.push(b'"');
+    };
+    time(&mut out, b"{\"auth_time\":", c.auth_time);
+    time(&mut out, b",\"created_at\":", c.created_at);
+    out.extend_from_slice(if c.data.elevated {
+        b",\"elevated\":true"
+    } else {
+        b",\"elevated\":false"
+    });
+    time(&mut out, b",\"expires_at\":", c.expires_at);
+    out.extend_from_slice(b",\"role\":\"");
+    out.extend_from_slice(c.data.role.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"session_id\":\"");
+    out.extend_from_slice(&c.session_id.to_hex());
+    out.extend_from_slice(b"\",\"user\":");
+    // Writing a &str into a Vec cannot fail.
+    if serde_json::to_writer(&mut out, &c.user_id).is_err() {
+        out.extend_from_slice(b"null");
+    }
+    out.push(b'}');
+    out
 }
 
 async fn me(session: Sess) -> Response {
-    let c = session.claims();
-    Json(MeBody {
-        auth_time: c.auth_time,
-        created_at: c.created_at,
-        elevated: c.data.elevated,
-        expires_at: c.expires_at,
-        role: c.data.role.as_str(),
-        session_id: c.session_id,
-        user: &c.user_id,
-    })
-    .into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        me_json(session.claims()),
+    )
+        .into_response()
 }
 
 async fn logout(
@@ -496,4 +507,53 @@ async fn delete_session(
         tracing::info!(target: "sealed_sessions::audit", event = "logged_out", user = %user, sid = %target.short_hash(), "session revoked by its user");
     }
     Ok(Json(json!({ "status": "revoked", "session_id": target.to_string() })).into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sealed_sessions::Claims;
+
+    fn claims(user: &str, elevated: bool, role: Role) -> Claims<SessionData> {
+        Claims {
+            session_id: SessionId::from_bytes(core::array::from_fn(|i| (i * 17) as u8)),
+            user_id: user.to_owned(),
+            version: 3,
+            created_at: UnixMillis(1_767_225_600_123),
+            auth_time: UnixMillis(1_767_225_700_456),
+            last_seen: UnixMillis(1_767_225_800_789),
+            expires_at: UnixMillis(1_767_312_000_000),
+            fingerprint: None,
+            data: SessionData { role, elevated },
+        }
+    }
+
+    #[test]
+    fn me_json_is_what_serde_json_writes_for_the_same_fields() {
+        for (user, elevated, role) in [
+            ("alice", false, Role::User),
+            ("admin", true, Role::Admin),
+            // Everything the escaper must handle: quotes, backslashes, controls, non-ASCII.
+            ("a\"b\\c\n\t\u{1}é😀</script>", false, Role::User),
+            ("", true, Role::User),
+        ] {
+            let c = claims(user, elevated, role);
+            let ours = me_json(&c);
+            let expected = serde_json::to_vec(&json!({
+                "auth_time": humantime::format_rfc3339_millis(c.auth_time.to_system_time()).to_string(),
+                "created_at": humantime::format_rfc3339_millis(c.created_at.to_system_time()).to_string(),
+                "elevated": elevated,
+                "expires_at": humantime::format_rfc3339_millis(c.expires_at.to_system_time()).to_string(),
+                "role": role.as_str(),
+                "session_id": c.session_id.to_string(),
+                "user": user,
+            }))
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 }

@@ -11,11 +11,13 @@
 //! - `users`: the users file, demo users, argon2id hashing and the bounded verifier.
 //! - `throttle`: failed-login counters per username and per client IP.
 //! - `routes`: the application state and [`routes::build_router`].
+//! - `body_limit`: the request body limit, free for requests without a body.
 //! - `page.html`: the browser page served at `/`.
 //!
 //! [`run`] owns the accept loop (rather than `axum::serve`) to set hyper's header read timeout.
 
 pub mod admin;
+pub mod body_limit;
 pub mod config;
 pub mod handlers;
 pub mod inspect;

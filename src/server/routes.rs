@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
@@ -15,8 +14,8 @@ use sealed_sessions::session_index::SessionIndex;
 use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tower_http::limit::RequestBodyLimitLayer;
 
+use super::body_limit::BodyLimitLayer;
 use super::throttle::LoginThrottle;
 use super::users::{PasswordVerifier, Role, UserStore};
 
@@ -128,29 +127,8 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
     let limit = state.max_body_bytes;
     router
         .fallback(not_found)
-        // Extractors (Json, Bytes) honour the first; the second also covers streamed bodies and
-        // refuses an oversized Content-Length before reading anything.
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(RequestBodyLimitLayer::new(limit))
-        // The limit layer answers an oversized Content-Length in plain text; our errors are JSON.
-        .layer(middleware::map_response(json_payload_too_large))
+        .layer(BodyLimitLayer::new(limit))
         .with_state(state)
-}
-
-/// Replaces a 413 that is not already our JSON error (tower-http's plain-text one) with it.
-async fn json_payload_too_large(resp: Response) -> Response {
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        return error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "request body too large",
-        );
-    }
-    resp
 }
 
 /// A JSON error body `{"error": message, "code": CODE}` with `status`.

@@ -1,0 +1,230 @@
+//! The request body limit, as one layer that costs a body-less request nothing.
+//!
+//! A request whose `Content-Length` passes the limit gets 413 `PAYLOAD_TOO_LARGE` (JSON) before
+//! anything reads it. A request with a body is passed on with the body capped at the limit
+//! (a chunked body that runs past it fails the handler's read, which answers 413 as well) and
+//! with axum's extractor limit set to the same value; a 413 that some other code answered in
+//! plain text is turned into our JSON error. A request with no body (every `GET /me`) goes
+//! straight to the inner service: no wrapping, no boxed future, no extension.
+//!
+//! The same work used to be three stacked layers (axum's `DefaultBodyLimit`, tower-http's
+//! `RequestBodyLimitLayer`, a `map_response` for the JSON 413) that every request paid for.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode, header};
+use axum::response::Response;
+use http_body::Body as _;
+use http_body_util::Limited;
+use tower::{Layer, Service};
+
+use super::routes::error_response;
+
+/// Caps request bodies at `max` bytes (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimitLayer {
+    max: usize,
+}
+
+impl BodyLimitLayer {
+    /// A limit of `max` bytes.
+    pub fn new(max: usize) -> BodyLimitLayer {
+        BodyLimitLayer { max }
+    }
+}
+
+impl<S> Layer<S> for BodyLimitLayer {
+    type Service = BodyLimit<S>;
+    fn layer(&self, inner: S) -> BodyLimit<S> {
+        BodyLimit {
+            inner,
+            max: self.max,
+        }
+    }
+}
+
+/// The service of [`BodyLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct BodyLimit<S> {
+    inner: S,
+    max: usize,
+}
+
+type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// The response future of [`BodyLimit`]: the inner future itself for a body-less request.
+    #[project = LimitFutureProj]
+    pub enum LimitFuture<F> {
+        /// No body: the inner service's own future.
+        Direct { #[pin] inner: F },
+        /// A body, or a refusal.
+        Boxed { inner: Boxed },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for LimitFuture<F> {
+    type Output = Result<Response, Infallible>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            LimitFutureProj::Direct { inner } => inner.poll(cx),
+            LimitFutureProj::Boxed { inner } => inner.as_mut().poll(cx),
+        }
+    }
+}
+
+fn too_large() -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "request body too large",
+    )
+}
+
+/// Replaces a 413 that is not already our JSON error (a plain-text extractor rejection).
+fn json_413(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        too_large()
+    } else {
+        resp
+    }
+}
+
+impl<S> Service<Request<Body>> for BodyLimit<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = LimitFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max as u64) {
+            return LimitFuture::Boxed {
+                inner: Box::pin(std::future::ready(Ok(too_large()))),
+            };
+        }
+        if req.body().is_end_stream() {
+            return LimitFuture::Direct {
+                inner: self.inner.call(req),
+            };
+        }
+        let max = self.max;
+        let req = req.map(|body| Body::new(Limited::new(body, max)));
+        // The instance that was polled ready is the one to call; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let mut limited = DefaultBodyLimit::max(max).layer(ready);
+        LimitFuture::Boxed {
+            inner: Box::pin(async move {
+                let resp = limited.call(req).await?;
+                Ok(json_413(resp))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::{get, post};
+    use tower::ServiceExt as _;
+
+    fn app(max: usize) -> Router {
+        Router::new()
+            .route("/echo", post(|body: String| async move { body }))
+            .route("/get", get(|| async { "reached" }))
+            .layer(BodyLimitLayer::new(max))
+    }
+
+    /// A body of `n` bytes in two frames with no length known up front (as a chunked upload
+    /// arrives).
+    fn streamed(n: usize) -> Body {
+        struct Chunks(Vec<axum::body::Bytes>);
+        impl http_body::Body for Chunks {
+            type Data = axum::body::Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+                Poll::Ready(self.0.pop().map(|b| Ok(http_body::Frame::data(b))))
+            }
+        }
+        let half = axum::body::Bytes::from(vec![b'x'; n / 2]);
+        let rest = axum::body::Bytes::from(vec![b'x'; n - n / 2]);
+        Body::new(Chunks(vec![rest, half]))
+    }
+
+    async fn call(app: Router, req: Request<Body>) -> (StatusCode, String, Option<String>) {
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap(), ct)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_past_the_limit_gets_the_json_413() {
+        let req = Request::post("/echo").body(streamed(17)).unwrap();
+        let (status, body, ct) = call(app(16), req).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(ct.unwrap().starts_with("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["code"], "PAYLOAD_TOO_LARGE");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_within_the_limit_reaches_the_handler_whole() {
+        let req = Request::post("/echo").body(streamed(16)).unwrap();
+        let (status, body, _) = call(app(16), req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "x".repeat(16));
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_past_the_limit_is_refused_without_calling_the_handler() {
+        // The body is shorter than declared: the refusal must not wait for it.
+        let req = Request::post("/echo")
+            .header(header::CONTENT_LENGTH, "1000000")
+            .body(Body::from("short"))
+            .unwrap();
+        let (status, body, _) = call(app(16), req).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body.contains("PAYLOAD_TOO_LARGE"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_goes_straight_through() {
+        let req = Request::get("/get").body(Body::empty()).unwrap();
+        assert!(req.body().is_end_stream());
+        let (status, body, _) = call(app(0), req).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "reached"));
+    }
+}
