@@ -11,14 +11,23 @@
 
 use std::io::Write as _;
 
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
-use axum::{Json, Router};
-use serde_json::{Value, json};
 
-async fn me() -> Json<Value> {
-    // About the shape of the reference server's answer, minus anything a session would provide.
-    Json(json!({ "user": "alice", "role": "user", "elevated": false }))
+/// The same fields, and the same number of bytes, as the reference server's `GET /me` answer for
+/// the load test's user, with fixed values: both targets send identical responses, so the kernel
+/// work per request is the same and the difference is what the session costs. A constant, so
+/// the ceiling does no work of its own at all.
+const ME: &str = concat!(
+    r#"{"auth_time":"2026-11-27T00:57:24.875Z","created_at":"2026-11-27T00:57:24.875Z","#,
+    r#""elevated":false,"expires_at":"2026-11-28T00:57:24.875Z","role":"user","#,
+    r#""session_id":"4b3f077d9fb19fa45b3e6d3143111847","user":"alice"}"#
+);
+
+async fn me() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    ([(CONTENT_TYPE, "application/json")], ME)
 }
 
 #[tokio::main]
