@@ -179,7 +179,8 @@ impl Metrics {
             c.set(n.wrapping_add(1));
             n
         });
-        (n % VALIDATION_SAMPLE_EVERY == 0).then(std::time::Instant::now)
+        n.is_multiple_of(VALIDATION_SAMPLE_EVERY)
+            .then(std::time::Instant::now)
     }
 
     /// Records how long one request's cookie validation took.
