@@ -22,22 +22,30 @@ pub(crate) const TAG_LEN: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AeadFailure;
 
-fn ietf_key(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
-    let mut hnonce = [0u8; 16];
-    hnonce.copy_from_slice(&nonce[..16]);
-    let mut subkey = Zeroizing::new([0u8; 32]);
-    subkey.copy_from_slice(&hchacha::<chacha20::R20>(key.into(), (&hnonce).into()));
-    let mut ietf_nonce = [0u8; 12];
-    ietf_nonce[4..].copy_from_slice(&nonce[16..]);
-    // `UnboundKey::new` only fails on a wrong key length, and the subkey is always 32 bytes.
-    let unbound = match UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice()) {
-        Ok(k) => k,
-        Err(_) => unreachable!("ChaCha20-Poly1305 keys are 32 bytes"),
+/// The IETF ChaCha20-Poly1305 key for `key` and `nonce` (the HChaCha20 subkey), and its 12-byte
+/// nonce. The caller makes ring's key object itself: it is several hundred bytes (ring's key type
+/// has room for AES-GCM), and building it where it is used saves copying it.
+fn ietf_key_and_nonce(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (Zeroizing<[u8; 32]>, Nonce) {
+    let (hnonce, tail) = nonce.split_at(16);
+    let hnonce: &[u8; 16] = match hnonce.try_into() {
+        Ok(h) => h,
+        Err(_) => unreachable!("a 24-byte nonce splits into 16 and 8 bytes"),
     };
-    (
-        LessSafeKey::new(unbound),
-        Nonce::assume_unique_for_key(ietf_nonce),
-    )
+    let mut subkey = Zeroizing::new([0u8; 32]);
+    subkey.copy_from_slice(&hchacha::<chacha20::R20>(key.into(), hnonce.into()));
+    let mut ietf_nonce = [0u8; 12];
+    ietf_nonce[4..].copy_from_slice(tail);
+    (subkey, Nonce::assume_unique_for_key(ietf_nonce))
+}
+
+/// ring's key object for an IETF subkey.
+#[inline(always)]
+fn ring_key(subkey: &[u8; 32]) -> LessSafeKey {
+    // `UnboundKey::new` only fails on a wrong key length, and the subkey is always 32 bytes.
+    match UnboundKey::new(&CHACHA20_POLY1305, subkey) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("ChaCha20-Poly1305 keys are 32 bytes"),
+    }
 }
 
 /// Encrypts `in_out` in place and returns the tag.
@@ -47,8 +55,8 @@ pub(crate) fn seal_in_place(
     aad: &[u8],
     in_out: &mut [u8],
 ) -> [u8; TAG_LEN] {
-    let (k, n) = ietf_key(key, nonce);
-    match k.seal_in_place_separate_tag(n, Aad::from(aad), in_out) {
+    let (subkey, n) = ietf_key_and_nonce(key, nonce);
+    match ring_key(&subkey).seal_in_place_separate_tag(n, Aad::from(aad), in_out) {
         Ok(tag) => {
             let mut out = [0u8; TAG_LEN];
             out.copy_from_slice(tag.as_ref());
@@ -69,8 +77,9 @@ pub(crate) fn open_in_place<'a>(
     if in_out.len() < TAG_LEN {
         return Err(AeadFailure);
     }
-    let (k, n) = ietf_key(key, nonce);
-    k.open_in_place(n, Aad::from(aad), in_out)
+    let (subkey, n) = ietf_key_and_nonce(key, nonce);
+    ring_key(&subkey)
+        .open_in_place(n, Aad::from(aad), in_out)
         .map_err(|_| AeadFailure)
 }
 
