@@ -11,7 +11,7 @@
 
 use chacha20::hchacha;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
 /// Length of an XChaCha20-Poly1305 nonce.
 pub(crate) const NONCE_LEN: usize = 24;
@@ -22,17 +22,31 @@ pub(crate) const TAG_LEN: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AeadFailure;
 
+/// The HChaCha20 subkey, zeroized on drop. It stays in the array `hchacha` returns: copying it
+/// out right after the call made the copy wait on the stores still in flight.
+struct Subkey<A: AsMut<[u8]>>(A);
+
+impl<A: AsMut<[u8]>> Drop for Subkey<A> {
+    fn drop(&mut self) {
+        self.0.as_mut().zeroize();
+    }
+}
+
 /// The IETF ChaCha20-Poly1305 key for `key` and `nonce` (the HChaCha20 subkey), and its 12-byte
 /// nonce. The caller makes ring's key object itself: it is several hundred bytes (ring's key type
-/// has room for AES-GCM), and building it where it is used saves copying it.
-fn ietf_key_and_nonce(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (Zeroizing<[u8; 32]>, Nonce) {
+/// has room for AES-GCM), and building it where it is used saves copying it. Inlined, so the
+/// subkey is written where it is used too.
+#[inline(always)]
+fn ietf_key_and_nonce(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+) -> (Subkey<impl AsMut<[u8]> + AsRef<[u8]>>, Nonce) {
     let (hnonce, tail) = nonce.split_at(16);
     let hnonce: &[u8; 16] = match hnonce.try_into() {
         Ok(h) => h,
         Err(_) => unreachable!("a 24-byte nonce splits into 16 and 8 bytes"),
     };
-    let mut subkey = Zeroizing::new([0u8; 32]);
-    subkey.copy_from_slice(&hchacha::<chacha20::R20>(key.into(), hnonce.into()));
+    let subkey = Subkey(hchacha::<chacha20::R20>(key.into(), hnonce.into()));
     let mut ietf_nonce = [0u8; 12];
     ietf_nonce[4..].copy_from_slice(tail);
     (subkey, Nonce::assume_unique_for_key(ietf_nonce))
@@ -40,7 +54,7 @@ fn ietf_key_and_nonce(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (Zeroizing<[u8
 
 /// ring's key object for an IETF subkey.
 #[inline(always)]
-fn ring_key(subkey: &[u8; 32]) -> LessSafeKey {
+fn ring_key(subkey: &[u8]) -> LessSafeKey {
     // `UnboundKey::new` only fails on a wrong key length, and the subkey is always 32 bytes.
     match UnboundKey::new(&CHACHA20_POLY1305, subkey) {
         Ok(k) => LessSafeKey::new(k),
@@ -56,7 +70,7 @@ pub(crate) fn seal_in_place(
     in_out: &mut [u8],
 ) -> [u8; TAG_LEN] {
     let (subkey, n) = ietf_key_and_nonce(key, nonce);
-    match ring_key(&subkey).seal_in_place_separate_tag(n, Aad::from(aad), in_out) {
+    match ring_key(subkey.0.as_ref()).seal_in_place_separate_tag(n, Aad::from(aad), in_out) {
         Ok(tag) => {
             let mut out = [0u8; TAG_LEN];
             out.copy_from_slice(tag.as_ref());
@@ -78,7 +92,7 @@ pub(crate) fn open_in_place<'a>(
         return Err(AeadFailure);
     }
     let (subkey, n) = ietf_key_and_nonce(key, nonce);
-    ring_key(&subkey)
+    ring_key(subkey.0.as_ref())
         .open_in_place(n, Aad::from(aad), in_out)
         .map_err(|_| AeadFailure)
 }

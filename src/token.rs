@@ -115,26 +115,24 @@ pub(crate) fn token_len(kid: &KeyId, plaintext_len: usize) -> usize {
     encoded_len(header_len(kid) + NONCE_LEN + plaintext_len + TAG_LEN)
 }
 
-/// Builds the associated data on the stack: header bytes then the cookie name.
-struct Aad {
-    buf: [u8; 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN],
-    len: usize,
-}
+/// Room for the associated data: the longest header, then the longest cookie name.
+const AAD_MAX: usize = 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN;
 
-impl Aad {
-    fn new(header: &[u8], cookie_name: &[u8]) -> Option<Aad> {
-        let len = header.len() + cookie_name.len();
-        let mut buf = [0u8; 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN];
-        if header.len() > 2 + MAX_KEY_ID_LEN || cookie_name.len() > MAX_COOKIE_NAME_LEN {
-            return None;
-        }
-        buf[..header.len()].copy_from_slice(header);
-        buf[header.len()..len].copy_from_slice(cookie_name);
-        Some(Aad { buf, len })
+/// Writes the associated data (header bytes, then the cookie name) into `buf` and returns it;
+/// `None` when either part is too long. Built in the caller's buffer rather than returned by
+/// value: moving it right after writing it stalls the load on the stores still in flight.
+fn build_aad<'b>(
+    buf: &'b mut [u8; AAD_MAX],
+    header: &[u8],
+    cookie_name: &[u8],
+) -> Option<&'b [u8]> {
+    if header.len() > 2 + MAX_KEY_ID_LEN || cookie_name.len() > MAX_COOKIE_NAME_LEN {
+        return None;
     }
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
+    let len = header.len() + cookie_name.len();
+    buf[..header.len()].copy_from_slice(header);
+    buf[header.len()..len].copy_from_slice(cookie_name);
+    Some(&buf[..len])
 }
 
 /// How many bytes a sealed token may take: the Set-Cookie value is `overhead + token` bytes
@@ -178,7 +176,9 @@ pub(crate) fn seal_with_nonce<T: Serialize>(
     raw.push(kid_bytes.len() as u8);
     raw.extend_from_slice(kid_bytes);
     let hlen = raw.len();
-    let aad = Aad::new(&raw[..hlen], cookie_name.as_bytes()).ok_or(SealError::CookieName)?;
+    let mut aad_buf = [0u8; AAD_MAX];
+    let aad = build_aad(&mut aad_buf, &raw[..hlen], cookie_name.as_bytes())
+        .ok_or(SealError::CookieName)?;
     raw.extend_from_slice(nonce);
     let body_start = raw.len();
     let mut raw = postcard::to_extend(claims, raw).map_err(|e| SealError::Encode(e.to_string()))?;
@@ -189,12 +189,7 @@ pub(crate) fn seal_with_nonce<T: Serialize>(
             limit: budget.limit,
         });
     }
-    let tag = aead::seal_in_place(
-        key.expose_secret(),
-        nonce,
-        aad.as_slice(),
-        &mut raw[body_start..],
-    );
+    let tag = aead::seal_in_place(key.expose_secret(), nonce, aad, &mut raw[body_start..]);
     raw.extend_from_slice(&tag);
     Ok(base64_simd::URL_SAFE_NO_PAD.encode_to_string(&raw))
 }
@@ -324,9 +319,11 @@ fn decrypt<'a>(
         let kid = std::str::from_utf8(&header[2..]).unwrap_or("");
         return Err(TokenError::UnknownKey(kid.to_owned()));
     };
-    let aad = Aad::new(header, cookie_name.as_bytes()).ok_or(TokenError::Unauthentic)?;
+    let mut aad_buf = [0u8; AAD_MAX];
+    let aad =
+        build_aad(&mut aad_buf, header, cookie_name.as_bytes()).ok_or(TokenError::Unauthentic)?;
     let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| TokenError::Truncated)?;
-    let plain = aead::open_in_place(key.expose_secret(), nonce, aad.as_slice(), body)
+    let plain = aead::open_in_place(key.expose_secret(), nonce, aad, body)
         .map_err(|_| TokenError::Unauthentic)?;
     Ok(plain)
 }
