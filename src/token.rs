@@ -260,7 +260,7 @@ impl UntrustedToken {
 
     /// Verifies the tag and decrypts in place; returns the plaintext (the encoded claims).
     fn decrypt(&mut self, ring: &KeyRing, cookie_name: &str) -> Result<&[u8], TokenError> {
-        decrypt(&mut self.raw, self.kid_end, ring, cookie_name)
+        decrypt(&mut self.raw, self.kid_end, ring, cookie_name).map(|(plain, _)| plain)
     }
 }
 
@@ -305,16 +305,16 @@ fn check_header(raw: &[u8]) -> Result<usize, TokenError> {
 }
 
 /// Verifies the tag of a decoded token whose header `check_header` accepted, and decrypts it in
-/// place; returns the plaintext (the encoded claims).
+/// place; returns the plaintext (the encoded claims) and whether the key is the ring's primary.
 fn decrypt<'a>(
     raw: &'a mut [u8],
     kid_end: usize,
     ring: &KeyRing,
     cookie_name: &str,
-) -> Result<&'a [u8], TokenError> {
+) -> Result<(&'a [u8], bool), TokenError> {
     let (head, body) = raw.split_at_mut(kid_end + NONCE_LEN);
     let (header, nonce) = head.split_at(kid_end);
-    let Some(key) = ring.get(&header[2..]) else {
+    let Some((key, primary)) = ring.get_marked(&header[2..]) else {
         // check_header() accepted only ASCII key ids.
         let kid = std::str::from_utf8(&header[2..]).unwrap_or("");
         return Err(TokenError::UnknownKey(kid.to_owned()));
@@ -325,7 +325,7 @@ fn decrypt<'a>(
     let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| TokenError::Truncated)?;
     let plain = aead::open_in_place(key.expose_secret(), nonce, aad, body)
         .map_err(|_| TokenError::Unauthentic)?;
-    Ok(plain)
+    Ok((plain, primary))
 }
 
 /// The longest decoded token: [`MAX_TOKEN_LEN`] base64 characters hold at most this many bytes.
@@ -362,8 +362,7 @@ pub(crate) fn open_checked<T: DeserializeOwned>(
 ) -> Result<Opened<T>, TokenError> {
     let mut buf = [MaybeUninit::uninit(); MAX_RAW_LEN];
     let (raw, kid_end) = parse_into(token, &mut buf)?;
-    let under_primary = raw[2..kid_end] == *ring.primary_id().as_bytes();
-    let plain = decrypt(raw, kid_end, ring, cookie_name)?;
+    let (plain, under_primary) = decrypt(raw, kid_end, ring, cookie_name)?;
     Ok(Opened {
         claims: decode_claims(plain)?,
         under_primary,
