@@ -11,7 +11,7 @@
 
 use chacha20::hchacha;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
 /// Length of an XChaCha20-Poly1305 nonce.
 pub(crate) const NONCE_LEN: usize = 24;
@@ -22,22 +22,44 @@ pub(crate) const TAG_LEN: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AeadFailure;
 
-fn ietf_key(key: &[u8; 32], nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
-    let mut hnonce = [0u8; 16];
-    hnonce.copy_from_slice(&nonce[..16]);
-    let mut subkey = Zeroizing::new([0u8; 32]);
-    subkey.copy_from_slice(&hchacha::<chacha20::R20>(key.into(), (&hnonce).into()));
-    let mut ietf_nonce = [0u8; 12];
-    ietf_nonce[4..].copy_from_slice(&nonce[16..]);
-    // `UnboundKey::new` only fails on a wrong key length, and the subkey is always 32 bytes.
-    let unbound = match UnboundKey::new(&CHACHA20_POLY1305, subkey.as_slice()) {
-        Ok(k) => k,
-        Err(_) => unreachable!("ChaCha20-Poly1305 keys are 32 bytes"),
+/// The HChaCha20 subkey, zeroized on drop. It stays in the array `hchacha` returns: copying it
+/// out right after the call made the copy wait on the stores still in flight.
+struct Subkey<A: AsMut<[u8]>>(A);
+
+impl<A: AsMut<[u8]>> Drop for Subkey<A> {
+    fn drop(&mut self) {
+        self.0.as_mut().zeroize();
+    }
+}
+
+/// The IETF ChaCha20-Poly1305 key for `key` and `nonce` (the HChaCha20 subkey), and its 12-byte
+/// nonce. The caller makes ring's key object itself: it is several hundred bytes (ring's key type
+/// has room for AES-GCM), and building it where it is used saves copying it. Inlined, so the
+/// subkey is written where it is used too.
+#[inline(always)]
+fn ietf_key_and_nonce(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+) -> (Subkey<impl AsMut<[u8]> + AsRef<[u8]>>, Nonce) {
+    let (hnonce, tail) = nonce.split_at(16);
+    let hnonce: &[u8; 16] = match hnonce.try_into() {
+        Ok(h) => h,
+        Err(_) => unreachable!("a 24-byte nonce splits into 16 and 8 bytes"),
     };
-    (
-        LessSafeKey::new(unbound),
-        Nonce::assume_unique_for_key(ietf_nonce),
-    )
+    let subkey = Subkey(hchacha::<chacha20::R20>(key.into(), hnonce.into()));
+    let mut ietf_nonce = [0u8; 12];
+    ietf_nonce[4..].copy_from_slice(tail);
+    (subkey, Nonce::assume_unique_for_key(ietf_nonce))
+}
+
+/// ring's key object for an IETF subkey.
+#[inline(always)]
+fn ring_key(subkey: &[u8]) -> LessSafeKey {
+    // `UnboundKey::new` only fails on a wrong key length, and the subkey is always 32 bytes.
+    match UnboundKey::new(&CHACHA20_POLY1305, subkey) {
+        Ok(k) => LessSafeKey::new(k),
+        Err(_) => unreachable!("ChaCha20-Poly1305 keys are 32 bytes"),
+    }
 }
 
 /// Encrypts `in_out` in place and returns the tag.
@@ -47,8 +69,8 @@ pub(crate) fn seal_in_place(
     aad: &[u8],
     in_out: &mut [u8],
 ) -> [u8; TAG_LEN] {
-    let (k, n) = ietf_key(key, nonce);
-    match k.seal_in_place_separate_tag(n, Aad::from(aad), in_out) {
+    let (subkey, n) = ietf_key_and_nonce(key, nonce);
+    match ring_key(subkey.0.as_ref()).seal_in_place_separate_tag(n, Aad::from(aad), in_out) {
         Ok(tag) => {
             let mut out = [0u8; TAG_LEN];
             out.copy_from_slice(tag.as_ref());
@@ -69,8 +91,9 @@ pub(crate) fn open_in_place<'a>(
     if in_out.len() < TAG_LEN {
         return Err(AeadFailure);
     }
-    let (k, n) = ietf_key(key, nonce);
-    k.open_in_place(n, Aad::from(aad), in_out)
+    let (subkey, n) = ietf_key_and_nonce(key, nonce);
+    ring_key(subkey.0.as_ref())
+        .open_in_place(n, Aad::from(aad), in_out)
         .map_err(|_| AeadFailure)
 }
 

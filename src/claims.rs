@@ -204,7 +204,7 @@ impl RawData {
 /// `ClaimsHead` from the start of an encoded `Claims<T>` reads exactly the fixed fields and leaves
 /// the encoding of `data` as the remainder, whatever `T` is. A test pins this equivalence;
 /// changing [`Claims`] means changing this too.
-#[derive(Deserialize)]
+#[cfg_attr(test, derive(Deserialize))]
 pub(crate) struct ClaimsHead {
     session_id: SessionId,
     user_id: String,
@@ -217,6 +217,30 @@ pub(crate) struct ClaimsHead {
 }
 
 impl ClaimsHead {
+    /// Decodes the fixed claims from the start of an encoded `Claims<T>` and returns the rest (the
+    /// encoding of `data`). Accepts and refuses exactly what `postcard::take_from_bytes` does for
+    /// this struct, with the same errors (a test compares the two on valid, cut and corrupted
+    /// encodings), but reads the fields directly rather than through serde's visitors: this runs
+    /// on every validation.
+    pub(crate) fn take_from(bytes: &[u8]) -> Result<(ClaimsHead, &[u8]), postcard::Error> {
+        let mut r = Reader(bytes);
+        let head = ClaimsHead {
+            session_id: SessionId(r.array()?),
+            user_id: r.string()?,
+            version: r.varint_u64()?,
+            created_at: UnixMillis(r.varint_u64()?),
+            auth_time: UnixMillis(r.varint_u64()?),
+            last_seen: UnixMillis(r.varint_u64()?),
+            expires_at: UnixMillis(r.varint_u64()?),
+            fingerprint: match r.byte()? {
+                0 => None,
+                1 => Some(Fingerprint(r.array()?)),
+                _ => return Err(postcard::Error::DeserializeBadOption),
+            },
+        };
+        Ok((head, r.0))
+    }
+
     /// The full claims, with `data` as given.
     pub(crate) fn with_data<T>(self, data: T) -> Claims<T> {
         Claims {
@@ -230,6 +254,88 @@ impl ClaimsHead {
             fingerprint: self.fingerprint,
             data,
         }
+    }
+}
+
+/// A cursor over postcard bytes, with postcard's rules for the types the fixed claims use.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], postcard::Error> {
+        if n > self.0.len() {
+            return Err(postcard::Error::DeserializeUnexpectedEnd);
+        }
+        let (taken, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(taken)
+    }
+
+    fn byte(&mut self) -> Result<u8, postcard::Error> {
+        let (&b, rest) = self
+            .0
+            .split_first()
+            .ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        self.0 = rest;
+        Ok(b)
+    }
+
+    /// A fixed-size byte array: its bytes as they are (postcard writes arrays as tuples of `u8`).
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], postcard::Error> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// A LEB128 varint of at most 10 bytes whose 10th byte carries at most the top bit of a
+    /// `u64`. Like postcard, accepts non-minimal encodings (trailing `0x80` groups).
+    #[inline]
+    fn varint_u64(&mut self) -> Result<u64, postcard::Error> {
+        // Times in milliseconds take six bytes: read up to eight at once rather than a byte at a
+        // time when they are there.
+        if let Some(word) = self.0.first_chunk::<8>() {
+            let word = u64::from_le_bytes(*word);
+            // A byte without its top bit ends the varint.
+            let ends = !word & 0x8080_8080_8080_8080;
+            if ends != 0 {
+                let len = ends.trailing_zeros() as usize / 8 + 1;
+                // Keep the varint's bytes, drop their continuation bits, and pack the 7-bit
+                // groups together: pairs into 14 bits, then 28, then 56.
+                let mut v = (word & (u64::MAX >> (64 - 8 * len))) & 0x7f7f_7f7f_7f7f_7f7f;
+                v = (v & 0x007f_007f_007f_007f) | ((v & 0x7f00_7f00_7f00_7f00) >> 1);
+                v = (v & 0x0000_3fff_0000_3fff) | ((v & 0x3fff_0000_3fff_0000) >> 2);
+                v = (v & 0x0000_0000_0fff_ffff) | ((v & 0x0fff_ffff_0000_0000) >> 4);
+                self.0 = &self.0[len..];
+                return Ok(v);
+            }
+        }
+        self.varint_u64_slow()
+    }
+
+    /// [`Self::varint_u64`] a byte at a time: near the end of the input, or for a varint of nine
+    /// or ten bytes.
+    #[cold]
+    fn varint_u64_slow(&mut self) -> Result<u64, postcard::Error> {
+        let mut out = 0u64;
+        for i in 0..10 {
+            let b = self.byte()?;
+            out |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i == 9 && b > 1 {
+                    return Err(postcard::Error::DeserializeBadVarint);
+                }
+                return Ok(out);
+            }
+        }
+        Err(postcard::Error::DeserializeBadVarint)
+    }
+
+    /// A varint length, then that many bytes of UTF-8.
+    fn string(&mut self) -> Result<String, postcard::Error> {
+        let len = usize::try_from(self.varint_u64()?)
+            .map_err(|_| postcard::Error::DeserializeUnexpectedEnd)?;
+        let bytes = self.take(len)?;
+        let s = std::str::from_utf8(bytes).map_err(|_| postcard::Error::DeserializeBadUtf8)?;
+        Ok(s.to_owned())
     }
 }
 
@@ -285,6 +391,131 @@ mod tests {
             let (head, rest) = postcard::take_from_bytes::<ClaimsHead>(&encoded).unwrap();
             assert_eq!(head.with_data(()).expires_at, UnixMillis(1_767_312_000_000));
             assert!(rest.len() <= 1, "{rest:?}");
+        }
+    }
+
+    /// What postcard's serde decoder makes of `bytes` as a `ClaimsHead`, in a comparable form.
+    fn via_postcard(bytes: &[u8]) -> Result<(Claims<()>, &[u8]), postcard::Error> {
+        postcard::take_from_bytes::<ClaimsHead>(bytes).map(|(h, rest)| (h.with_data(()), rest))
+    }
+
+    fn via_reader(bytes: &[u8]) -> Result<(Claims<()>, &[u8]), postcard::Error> {
+        ClaimsHead::take_from(bytes).map(|(h, rest)| (h.with_data(()), rest))
+    }
+
+    /// A varint in postcard's encoding, possibly padded with non-minimal `0x80` groups.
+    fn varint(mut v: u64, pad: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+        for _ in 0..pad {
+            *out.last_mut().unwrap() |= 0x80;
+            out.push(0);
+        }
+        out
+    }
+
+    /// Encodings to start from: real claims, and hand-built ones with edge-case varints.
+    fn seeds() -> Vec<Vec<u8>> {
+        let fp = Some(Fingerprint::from_bytes([1, 2, 3, 4, 5, 6, 7, 8]));
+        let mut seeds = vec![
+            postcard::to_allocvec(&claims(("admin", 42u32), fp)).unwrap(),
+            postcard::to_allocvec(&claims((), None)).unwrap(),
+            postcard::to_allocvec(&Claims {
+                user_id: "ünïcödé ✓".into(),
+                version: u64::MAX,
+                created_at: UnixMillis(0),
+                auth_time: UnixMillis(127),
+                last_seen: UnixMillis(128),
+                expires_at: UnixMillis(1 << 63),
+                ..claims(7u8, fp)
+            })
+            .unwrap(),
+        ];
+        for (v, pad) in [
+            (0, 9),
+            (0, 10),
+            (1, 8),
+            (u64::MAX, 0),
+            (1 << 56, 0),
+            ((1 << 56) - 1, 0),
+            (5, 3),
+        ] {
+            let mut b = vec![3u8; 16];
+            b.extend(varint(2, 0));
+            b.extend(b"ab");
+            for _ in 0..5 {
+                b.extend(varint(v, pad));
+            }
+            b.push(0);
+            b.push(0x2a);
+            seeds.push(b);
+        }
+        // Ten-byte varints whose last byte is out of range for a u64, and an eleven-byte one.
+        for last in [1u8, 2, 0x7f] {
+            let mut b = vec![3u8; 16];
+            b.push(0);
+            b.extend([0xff; 9]);
+            b.push(last);
+            b.extend([0; 5]);
+            seeds.push(b);
+        }
+        let mut b = vec![3u8; 16];
+        b.push(0);
+        b.extend([0x80; 10]);
+        b.extend([0; 5]);
+        seeds.push(b);
+        // A string length past the end, and one that is not UTF-8.
+        let mut b = vec![3u8; 16];
+        b.extend(varint(u64::MAX, 0));
+        seeds.push(b);
+        let mut b = vec![3u8; 16];
+        b.extend([2, 0xc3, 0x28]);
+        b.extend([0; 6]);
+        seeds.push(b);
+        seeds
+    }
+
+    #[test]
+    fn claims_head_reader_accepts_and_refuses_exactly_what_postcard_does() {
+        let mut checked = 0usize;
+        let mut accepted = 0usize;
+        for seed in seeds() {
+            let mut cases = vec![seed.clone()];
+            cases.extend((0..seed.len()).map(|n| seed[..n].to_vec()));
+            for i in 0..seed.len() {
+                for v in [0x00, 0x01, 0x02, 0x7f, 0x80, 0x81, 0xc3, 0xff] {
+                    let mut m = seed.clone();
+                    m[i] = v;
+                    cases.push(m);
+                }
+            }
+            for case in cases {
+                let ours = via_reader(&case);
+                assert_eq!(ours, via_postcard(&case), "{case:02x?}");
+                accepted += usize::from(ours.is_ok());
+                checked += 1;
+            }
+        }
+        assert!(
+            accepted > 100 && checked - accepted > 100,
+            "{accepted}/{checked}"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn claims_head_reader_agrees_with_postcard_on_any_bytes(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)
+        ) {
+            proptest::prop_assert_eq!(via_reader(&bytes), via_postcard(&bytes));
         }
     }
 

@@ -267,10 +267,10 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ) -> Result<Session<T>, Rejection> {
         let inner = &*self.inner;
         let keys = inner.keys.load();
-        let untrusted = token::UntrustedToken::parse(token).map_err(Rejection::Invalid)?;
-        let sealed_under_primary = untrusted.key_id() == keys.primary_id().as_str();
-        let claims: Claims<T> = untrusted
-            .open(&keys, inner.config.cookie.name())
+        let token::Opened {
+            claims,
+            under_primary: sealed_under_primary,
+        } = token::open_checked::<T>(&keys, inner.config.cookie.name(), token)
             .map_err(Rejection::Invalid)?;
         if now >= claims.expires_at {
             return Err(Rejection::Expired);

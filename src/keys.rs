@@ -508,6 +508,18 @@ impl KeyRing {
             .map(|(_, key)| key)
     }
 
+    /// As [`KeyRing::get`], also saying whether the key is the primary: one comparison of the
+    /// id instead of two on the validation path.
+    pub(crate) fn get_marked(&self, id: &[u8]) -> Option<(&Key, bool)> {
+        if self.primary.0.as_bytes() == id {
+            return Some((&self.primary.1, true));
+        }
+        self.others
+            .iter()
+            .find(|(kid, _)| kid.as_bytes() == id)
+            .map(|(_, key)| (key, false))
+    }
+
     /// All ids, primary first.
     pub fn ids(&self) -> impl Iterator<Item = &KeyId> {
         std::iter::once(&self.primary.0).chain(self.others.iter().map(|(id, _)| id))
@@ -1012,6 +1024,27 @@ mod tests {
             !text.contains(format!("{:?}", &bytes[..4]).trim_end_matches(']')),
             "byte list in {text:?}"
         );
+    }
+
+    #[test]
+    fn get_marked_finds_the_same_key_as_get_and_marks_only_the_primary() {
+        let ring = KeyRing::new(
+            (KeyId::new("k1").unwrap(), Key::from_bytes([1; 32])),
+            [
+                (KeyId::new("k2").unwrap(), Key::from_bytes([2; 32])),
+                (KeyId::new("k10").unwrap(), Key::from_bytes([3; 32])),
+            ],
+        )
+        .unwrap();
+        for (id, primary) in [("k1", true), ("k2", false), ("k10", false)] {
+            let (key, marked) = ring.get_marked(id.as_bytes()).unwrap();
+            assert_eq!(marked, primary, "{id}");
+            let same = ring.get(id.as_bytes()).unwrap();
+            assert_eq!(key.expose_secret(), same.expose_secret(), "{id}");
+        }
+        for id in ["k", "k3", "k1 ", ""] {
+            assert!(ring.get_marked(id.as_bytes()).is_none(), "{id:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //! base64 and header syntax; [`UntrustedToken::open`] verifies the tag and only then decodes
 //! [`Claims`]. Every failure is a [`TokenError`]; nothing here panics on any input.
 
+use std::mem::MaybeUninit;
+
+use base64_simd::Out;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -112,26 +115,24 @@ pub(crate) fn token_len(kid: &KeyId, plaintext_len: usize) -> usize {
     encoded_len(header_len(kid) + NONCE_LEN + plaintext_len + TAG_LEN)
 }
 
-/// Builds the associated data on the stack: header bytes then the cookie name.
-struct Aad {
-    buf: [u8; 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN],
-    len: usize,
-}
+/// Room for the associated data: the longest header, then the longest cookie name.
+const AAD_MAX: usize = 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN;
 
-impl Aad {
-    fn new(header: &[u8], cookie_name: &[u8]) -> Option<Aad> {
-        let len = header.len() + cookie_name.len();
-        let mut buf = [0u8; 2 + MAX_KEY_ID_LEN + MAX_COOKIE_NAME_LEN];
-        if header.len() > 2 + MAX_KEY_ID_LEN || cookie_name.len() > MAX_COOKIE_NAME_LEN {
-            return None;
-        }
-        buf[..header.len()].copy_from_slice(header);
-        buf[header.len()..len].copy_from_slice(cookie_name);
-        Some(Aad { buf, len })
+/// Writes the associated data (header bytes, then the cookie name) into `buf` and returns it;
+/// `None` when either part is too long. Built in the caller's buffer rather than returned by
+/// value: moving it right after writing it stalls the load on the stores still in flight.
+fn build_aad<'b>(
+    buf: &'b mut [u8; AAD_MAX],
+    header: &[u8],
+    cookie_name: &[u8],
+) -> Option<&'b [u8]> {
+    if header.len() > 2 + MAX_KEY_ID_LEN || cookie_name.len() > MAX_COOKIE_NAME_LEN {
+        return None;
     }
-    fn as_slice(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
+    let len = header.len() + cookie_name.len();
+    buf[..header.len()].copy_from_slice(header);
+    buf[header.len()..len].copy_from_slice(cookie_name);
+    Some(&buf[..len])
 }
 
 /// How many bytes a sealed token may take: the Set-Cookie value is `overhead + token` bytes
@@ -175,7 +176,9 @@ pub(crate) fn seal_with_nonce<T: Serialize>(
     raw.push(kid_bytes.len() as u8);
     raw.extend_from_slice(kid_bytes);
     let hlen = raw.len();
-    let aad = Aad::new(&raw[..hlen], cookie_name.as_bytes()).ok_or(SealError::CookieName)?;
+    let mut aad_buf = [0u8; AAD_MAX];
+    let aad = build_aad(&mut aad_buf, &raw[..hlen], cookie_name.as_bytes())
+        .ok_or(SealError::CookieName)?;
     raw.extend_from_slice(nonce);
     let body_start = raw.len();
     let mut raw = postcard::to_extend(claims, raw).map_err(|e| SealError::Encode(e.to_string()))?;
@@ -186,12 +189,7 @@ pub(crate) fn seal_with_nonce<T: Serialize>(
             limit: budget.limit,
         });
     }
-    let tag = aead::seal_in_place(
-        key.expose_secret(),
-        nonce,
-        aad.as_slice(),
-        &mut raw[body_start..],
-    );
+    let tag = aead::seal_in_place(key.expose_secret(), nonce, aad, &mut raw[body_start..]);
     raw.extend_from_slice(&tag);
     Ok(base64_simd::URL_SAFE_NO_PAD.encode_to_string(&raw))
 }
@@ -211,40 +209,12 @@ impl UntrustedToken {
     /// [`TokenError::TooLong`], [`TokenError::BadEncoding`], [`TokenError::Truncated`],
     /// [`TokenError::UnknownVersion`], [`TokenError::BadKeyId`].
     pub fn parse(token: &str) -> Result<UntrustedToken, TokenError> {
-        let bytes = token.as_bytes();
-        if bytes.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::TooLong {
-                len: bytes.len(),
-                max: MAX_TOKEN_LEN,
-            });
-        }
+        check_token_len(token)?;
         // base64-simd picks SSE/AVX2 at run time: about 3x faster than a scalar decoder here.
         let raw = base64_simd::URL_SAFE_NO_PAD
-            .decode_to_vec(bytes)
+            .decode_to_vec(token.as_bytes())
             .map_err(|_| TokenError::BadEncoding)?;
-        let Some(&version) = raw.first() else {
-            return Err(TokenError::Truncated);
-        };
-        if version != FORMAT_VERSION {
-            return Err(TokenError::UnknownVersion(version));
-        }
-        let Some(&kid_len) = raw.get(1) else {
-            return Err(TokenError::Truncated);
-        };
-        let kid_len = usize::from(kid_len);
-        if kid_len == 0 || kid_len > MAX_KEY_ID_LEN {
-            return Err(TokenError::BadKeyId);
-        }
-        let kid_end = 2 + kid_len;
-        if raw.len() < kid_end + NONCE_LEN + TAG_LEN {
-            return Err(TokenError::Truncated);
-        }
-        if !raw[2..kid_end]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-        {
-            return Err(TokenError::BadKeyId);
-        }
+        let kid_end = check_header(&raw)?;
         Ok(UntrustedToken { raw, kid_end })
     }
 
@@ -264,12 +234,7 @@ impl UntrustedToken {
         ring: &KeyRing,
         cookie_name: &str,
     ) -> Result<Claims<T>, TokenError> {
-        let plain = self.decrypt(ring, cookie_name)?;
-        match postcard::take_from_bytes::<Claims<T>>(plain) {
-            Ok((claims, [])) => Ok(claims),
-            Ok(_) => Err(TokenError::Claims("trailing bytes after claims".into())),
-            Err(e) => Err(TokenError::Claims(e.to_string())),
-        }
+        decode_claims(self.decrypt(ring, cookie_name)?)
     }
 
     /// As [`open`](Self::open), for a caller that does not know the application's data type: the
@@ -288,25 +253,134 @@ impl UntrustedToken {
         cookie_name: &str,
     ) -> Result<Claims<RawData>, TokenError> {
         let plain = self.decrypt(ring, cookie_name)?;
-        let (head, data) = postcard::take_from_bytes::<ClaimsHead>(plain)
-            .map_err(|e| TokenError::Claims(e.to_string()))?;
+        let (head, data) =
+            ClaimsHead::take_from(plain).map_err(|e| TokenError::Claims(e.to_string()))?;
         Ok(head.with_data(RawData::from_bytes(data.to_vec())))
     }
 
     /// Verifies the tag and decrypts in place; returns the plaintext (the encoded claims).
     fn decrypt(&mut self, ring: &KeyRing, cookie_name: &str) -> Result<&[u8], TokenError> {
-        let kid_end = self.kid_end;
-        let Some(key) = ring.get(&self.raw[2..kid_end]) else {
-            return Err(TokenError::UnknownKey(self.key_id().to_owned()));
-        };
-        let aad = Aad::new(&self.raw[..kid_end], cookie_name.as_bytes())
-            .ok_or(TokenError::Unauthentic)?;
-        let (head, body) = self.raw.split_at_mut(kid_end + NONCE_LEN);
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&head[kid_end..]);
-        let plain = aead::open_in_place(key.expose_secret(), &nonce, aad.as_slice(), body)
-            .map_err(|_| TokenError::Unauthentic)?;
-        Ok(plain)
+        decrypt(&mut self.raw, self.kid_end, ring, cookie_name).map(|(plain, _)| plain)
+    }
+}
+
+/// Refuses input longer than any token we issue, before decoding it.
+fn check_token_len(token: &str) -> Result<(), TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLong {
+            len: token.len(),
+            max: MAX_TOKEN_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Checks the header syntax of a decoded token and that it can hold a nonce and a tag; returns
+/// where the key id ends.
+fn check_header(raw: &[u8]) -> Result<usize, TokenError> {
+    let Some(&version) = raw.first() else {
+        return Err(TokenError::Truncated);
+    };
+    if version != FORMAT_VERSION {
+        return Err(TokenError::UnknownVersion(version));
+    }
+    let Some(&kid_len) = raw.get(1) else {
+        return Err(TokenError::Truncated);
+    };
+    let kid_len = usize::from(kid_len);
+    if kid_len == 0 || kid_len > MAX_KEY_ID_LEN {
+        return Err(TokenError::BadKeyId);
+    }
+    let kid_end = 2 + kid_len;
+    if raw.len() < kid_end + NONCE_LEN + TAG_LEN {
+        return Err(TokenError::Truncated);
+    }
+    if !raw[2..kid_end]
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    {
+        return Err(TokenError::BadKeyId);
+    }
+    Ok(kid_end)
+}
+
+/// Verifies the tag of a decoded token whose header `check_header` accepted, and decrypts it in
+/// place; returns the plaintext (the encoded claims) and whether the key is the ring's primary.
+fn decrypt<'a>(
+    raw: &'a mut [u8],
+    kid_end: usize,
+    ring: &KeyRing,
+    cookie_name: &str,
+) -> Result<(&'a [u8], bool), TokenError> {
+    let (head, body) = raw.split_at_mut(kid_end + NONCE_LEN);
+    let (header, nonce) = head.split_at(kid_end);
+    let Some((key, primary)) = ring.get_marked(&header[2..]) else {
+        // check_header() accepted only ASCII key ids.
+        let kid = std::str::from_utf8(&header[2..]).unwrap_or("");
+        return Err(TokenError::UnknownKey(kid.to_owned()));
+    };
+    let mut aad_buf = [0u8; AAD_MAX];
+    let aad =
+        build_aad(&mut aad_buf, header, cookie_name.as_bytes()).ok_or(TokenError::Unauthentic)?;
+    let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| TokenError::Truncated)?;
+    let plain = aead::open_in_place(key.expose_secret(), nonce, aad, body)
+        .map_err(|_| TokenError::Unauthentic)?;
+    Ok((plain, primary))
+}
+
+/// The longest decoded token: [`MAX_TOKEN_LEN`] base64 characters hold at most this many bytes.
+const MAX_RAW_LEN: usize = MAX_TOKEN_LEN / 4 * 3;
+
+/// Decodes a token into `buf` and checks its header, with the same checks in the same order as
+/// [`UntrustedToken::parse`], but without a heap allocation. Returns the decoded bytes and where
+/// the key id ends.
+fn parse_into<'a>(
+    token: &str,
+    buf: &'a mut [MaybeUninit<u8>; MAX_RAW_LEN],
+) -> Result<(&'a mut [u8], usize), TokenError> {
+    check_token_len(token)?;
+    let raw = base64_simd::URL_SAFE_NO_PAD
+        .decode(token.as_bytes(), Out::from_uninit_slice(buf))
+        .map_err(|_| TokenError::BadEncoding)?;
+    let kid_end = check_header(raw)?;
+    Ok((raw, kid_end))
+}
+
+/// Claims opened by [`open_checked`], and whether they were sealed under the ring's primary key.
+pub(crate) struct Opened<T> {
+    pub(crate) claims: Claims<T>,
+    pub(crate) under_primary: bool,
+}
+
+/// Parses and opens in one step, as [`open`] does (the same checks, errors and order), decoding
+/// into a stack buffer rather than a `Vec`; also says whether the key is the ring's primary.
+/// This is the engine's validation path.
+pub(crate) fn open_checked<T: DeserializeOwned>(
+    ring: &KeyRing,
+    cookie_name: &str,
+    token: &str,
+) -> Result<Opened<T>, TokenError> {
+    let mut buf = [MaybeUninit::uninit(); MAX_RAW_LEN];
+    let (raw, kid_end) = parse_into(token, &mut buf)?;
+    let (plain, under_primary) = decrypt(raw, kid_end, ring, cookie_name)?;
+    Ok(Opened {
+        claims: decode_claims(plain)?,
+        under_primary,
+    })
+}
+
+/// Decodes a whole plaintext as `Claims<T>`, refusing trailing bytes.
+///
+/// The fixed fields are read by [`ClaimsHead::take_from`] and only `data` goes through postcard's
+/// serde decoder: the same bytes accepted, the same errors, fewer instructions.
+fn decode_claims<T: DeserializeOwned>(plain: &[u8]) -> Result<Claims<T>, TokenError> {
+    let claims = ClaimsHead::take_from(plain).and_then(|(head, rest)| {
+        postcard::take_from_bytes::<T>(rest).map(|(data, rest)| (head.with_data(data), rest))
+    });
+    match claims {
+        Ok((claims, [])) => Ok(claims),
+        Ok(_) => Err(TokenError::Claims("trailing bytes after claims".into())),
+        Err(e) => Err(TokenError::Claims(e.to_string())),
     }
 }
 
@@ -341,7 +415,7 @@ pub fn open<T: DeserializeOwned>(
     cookie_name: &str,
     token: &str,
 ) -> Result<Claims<T>, TokenError> {
-    UntrustedToken::parse(token)?.open(ring, cookie_name)
+    open_checked(ring, cookie_name, token).map(|opened| opened.claims)
 }
 
 /// Parses and opens in one step, leaving `data` undecoded (see [`UntrustedToken::open_raw`]):
@@ -572,6 +646,105 @@ mod vectors {
         let raw = open_raw(&ring, &p.cookie_name, &token).unwrap();
         assert!(raw.data.as_bytes().is_empty());
         assert!(raw.data.decode::<Data>().is_err());
+    }
+
+    /// The Vec-based two-step path, as the public `UntrustedToken` API runs it.
+    fn via_untrusted(ring: &KeyRing, name: &str, token: &str) -> Result<Claims<Data>, TokenError> {
+        UntrustedToken::parse(token)?.open(ring, name)
+    }
+
+    /// The engine's stack-buffer path refuses every input the `UntrustedToken` path refuses, with
+    /// the same error, and opens the same claims from every input it accepts.
+    #[test]
+    fn stack_path_agrees_with_the_untrusted_token_path_on_malformed_input() {
+        let (p, ring, claims) = load().remove(0);
+        let name = p.cookie_name.as_str();
+        let other_key =
+            KeyRing::single(KeyId::new(&p.key_id).unwrap(), Key::from_bytes([0xee; 32]));
+        let retired = KeyRing::single(KeyId::new("zz").unwrap(), Key::from_bytes([1; 32]));
+        let raw = URL_SAFE_NO_PAD.decode(&p.token).unwrap();
+        let full = postcard::to_allocvec(&claims).unwrap();
+
+        let mut tokens: Vec<String> = vec![
+            p.token.clone(),
+            String::new(),
+            "a=b".into(),
+            "AQ".into(),
+            "AQI+/w==".into(),
+            "not base64!".into(),
+            format!("{}=", p.token),
+            "A".repeat(MAX_TOKEN_LEN),
+            "A".repeat(MAX_TOKEN_LEN + 1),
+            "A".repeat(MAX_TOKEN_LEN + 4),
+            // Authentic plaintexts that are not whole claims: cut, padded, corrupted.
+            seal_bytes(&ring, name, &full[..full.len() - 1]),
+            seal_bytes(&ring, name, &[&full[..], &[0]].concat()),
+            seal_bytes(&ring, name, &[&full[..], &[1, 2, 3]].concat()),
+            seal_bytes(&ring, name, &[]),
+            seal_bytes(&ring, name, &[0xff; 40]),
+        ];
+        // A non-canonical last character (its unused bits set) must not decode.
+        let mut last = p.token.clone();
+        let c = last.pop().unwrap();
+        last.push(if c == 'B' { 'C' } else { 'B' });
+        tokens.push(last);
+        for len in 0..p.token.len() {
+            tokens.push(p.token[..len].to_owned());
+        }
+        for (i, v) in [
+            (0, 2),
+            (0, 0),
+            (1, 0),
+            (1, 17),
+            (1, 200),
+            (2, b'!'),
+            (3, 0xff),
+        ] {
+            let mut m = raw.clone();
+            m[i] = v;
+            tokens.push(URL_SAFE_NO_PAD.encode(&m));
+        }
+        for byte in 0..raw.len() {
+            let mut m = raw.clone();
+            m[byte] ^= 0x20;
+            tokens.push(URL_SAFE_NO_PAD.encode(&m));
+        }
+        for len in 0..raw.len() {
+            tokens.push(URL_SAFE_NO_PAD.encode(&raw[..len]));
+        }
+
+        let mut opened = 0;
+        for token in &tokens {
+            for (r, n) in [
+                (&ring, name),
+                (&ring, "another-name"),
+                (&other_key, name),
+                (&retired, name),
+            ] {
+                let stack = open_checked::<Data>(r, n, token).map(|o| o.claims);
+                assert_eq!(stack, via_untrusted(r, n, token), "{token:?} under {n}");
+                opened += usize::from(stack.is_ok());
+            }
+        }
+        // The vector token itself, and only it, opened (under its own key and name).
+        assert_eq!(opened, 1);
+    }
+
+    #[test]
+    fn stack_path_says_whether_the_key_is_the_primary() {
+        let (p, ring, claims) = load().remove(0);
+        let (kid, key) = ring.primary();
+        let newer = KeyRing::new(
+            (KeyId::new("newer").unwrap(), Key::from_bytes([5; 32])),
+            vec![(kid.clone(), Key::from_bytes(*key.expose_secret()))],
+        )
+        .unwrap();
+        let opened = open_checked::<Data>(&ring, &p.cookie_name, &p.token).unwrap();
+        assert!(opened.under_primary);
+        assert_eq!(opened.claims, claims);
+        let opened = open_checked::<Data>(&newer, &p.cookie_name, &p.token).unwrap();
+        assert!(!opened.under_primary);
+        assert_eq!(opened.claims, claims);
     }
 
     /// Decodes the documented layout by hand and decrypts with the RustCrypto crate: the module
