@@ -33,8 +33,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -64,27 +67,53 @@ impl Default for ServerOptions {
     }
 }
 
+/// What [`run_with`] serves: an axum [`Router`](axum::Router), or a service wrapped around one.
+pub trait AppService:
+    tower::Service<http::Request<Body>, Response = Response, Error = Infallible>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> AppService for S where
+    S: tower::Service<http::Request<Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, with default [`ServerOptions`].
 #[allow(dead_code)] // the binary uses `run_with`; tests and other embedders use this
-pub async fn run(
+pub async fn run<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: AppService,
+    S::Future: Send + 'static,
+{
     run_with(listener, app, shutdown, ServerOptions::default()).await
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, lets requests in
 /// flight finish (up to `drain_timeout`) and returns.
 ///
+/// `app` is a [`Router`](axum::Router) or any service around one (such as [`routes::build_router`]'s).
 /// Handlers can extract `ConnectInfo<SocketAddr>`: the peer address is put in each request's
 /// extensions.
-pub async fn run_with(
+pub async fn run_with<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     shutdown: impl Future<Output = ()>,
     options: ServerOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    S: AppService,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -115,7 +144,8 @@ pub async fn run_with(
         }
         let service = app
             .clone()
-            .map_request(move |mut req: http::Request<Incoming>| {
+            .map_request(move |req: http::Request<Incoming>| {
+                let mut req = req.map(Body::new);
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 req
             });
@@ -154,6 +184,7 @@ fn is_per_connection(e: &io::Error) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use axum::Router;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::TcpStream;

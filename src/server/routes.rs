@@ -15,9 +15,10 @@ use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::body_limit::BodyLimitLayer;
+use super::body_limit::{BodyLimit, BodyLimitLayer};
 use super::throttle::LoginThrottle;
 use super::users::{PasswordVerifier, Role, UserStore};
+use tower::Layer as _;
 
 /// The browser page: static, no build step.
 pub const PAGE: &str = include_str!("page.html");
@@ -108,8 +109,8 @@ impl AppState {
     }
 }
 
-/// The router over `state`: [`routes`] with the server-wide layers of [`finish`].
-pub fn build_router(state: AppState) -> Router {
+/// The application over `state`: [`routes`] with the fallback and body limit of [`finish`].
+pub fn build_router(state: AppState) -> BodyLimit<Router> {
     finish(routes(&state), state)
 }
 
@@ -121,14 +122,12 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// The JSON 404 fallback and the body limit around `router`, then the state. Layers wrap only
-/// the routes added before them, so this comes last.
-pub fn finish(router: Router<AppState>, state: AppState) -> Router {
+/// The JSON 404 fallback and the state, then the body limit around the whole router (once,
+/// outside it: `Router::layer` would wrap every route in another boxed service that each
+/// request pays for).
+pub fn finish(router: Router<AppState>, state: AppState) -> BodyLimit<Router> {
     let limit = state.max_body_bytes;
-    router
-        .fallback(not_found)
-        .layer(BodyLimitLayer::new(limit))
-        .with_state(state)
+    BodyLimitLayer::new(limit).layer(router.fallback(not_found).with_state(state))
 }
 
 /// A JSON error body `{"error": message, "code": CODE}` with `status`.
