@@ -37,7 +37,8 @@ const MAX_PASSWORD: usize = 1024;
 
 type Sess = Session<SessionData>;
 
-/// The session routes, wrapped in the session layer and the staleness guard.
+/// The session routes, behind the staleness guard when `--max-staleness` is set. The session
+/// layer itself wraps the whole application ([`super::routes::finish`]).
 pub fn session_routes(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
         .route("/login", post(login))
@@ -48,8 +49,7 @@ pub fn session_routes(state: &AppState) -> Router<AppState> {
         .route("/password", post(change_password))
         .route("/elevate", post(elevate))
         .route("/sessions", get(list_sessions))
-        .route("/sessions/{id}", delete(delete_session))
-        .layer(state.layer.clone());
+        .route("/sessions/{id}", delete(delete_session));
     // Only when asked for: every layer costs each request a boxed clone and a future.
     if state.max_staleness.is_some() {
         routes.layer(middleware::from_fn_with_state(

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
+use sealed_sessions::layer::SessionService;
 use sealed_sessions::session_index::SessionIndex;
 use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
@@ -109,12 +110,15 @@ impl AppState {
     }
 }
 
-/// The application over `state`: [`routes`] with the fallback and body limit of [`finish`].
-pub fn build_router(state: AppState) -> BodyLimit<Router> {
+/// The whole application: the router, inside the session layer, inside the body limit.
+pub type App = BodyLimit<SessionService<Router, SessionData>>;
+
+/// The application over `state`: [`routes`] with the fallback and layers of [`finish`].
+pub fn build_router(state: AppState) -> App {
     finish(routes(&state), state)
 }
 
-/// Every route: the session API behind the session layer, then the routes that need no session.
+/// Every route: the session API, then the routes that need no session.
 pub fn routes(state: &AppState) -> Router<AppState> {
     super::handlers::session_routes(state)
         .route("/", get(page))
@@ -122,12 +126,15 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// The JSON 404 fallback and the state, then the body limit around the whole router (once,
-/// outside it: `Router::layer` would wrap every route in another boxed service that each
-/// request pays for).
-pub fn finish(router: Router<AppState>, state: AppState) -> BodyLimit<Router> {
+/// The JSON 404 fallback and the state, then the session layer and the body limit around the
+/// whole router, once each. (`Router::layer` would wrap every route in another boxed service
+/// and future that each request pays for.) Requests to the routes that need no session pass
+/// through the session layer too: without a cookie that costs nothing, and a dead cookie sent
+/// to the page gets cleared there as anywhere else.
+pub fn finish(router: Router<AppState>, state: AppState) -> App {
     let limit = state.max_body_bytes;
-    BodyLimitLayer::new(limit).layer(router.fallback(not_found).with_state(state))
+    let session = state.layer.clone();
+    BodyLimitLayer::new(limit).layer(session.layer(router.fallback(not_found).with_state(state)))
 }
 
 /// A JSON error body `{"error": message, "code": CODE}` with `status`.
@@ -305,6 +312,38 @@ pub(crate) mod tests {
         assert!(!html.contains(" style=\""), "style attribute");
         assert_eq!(html.matches("<script>").count(), 1);
         assert_eq!(html.matches("<style>").count(), 1);
+    }
+
+    #[tokio::test]
+    async fn routes_without_a_session_clear_a_dead_cookie_and_set_nothing_otherwise() {
+        let state = test_state(1024);
+        let name = state.engine.config().cookie().name().to_owned();
+        let app = build_router(state);
+        // No cookie: the session layer adds nothing.
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers().get(header::SET_COOKIE).is_none());
+        // A cookie that does not open, sent with the page: the page is served and the cookie
+        // cleared, as on any session route.
+        let resp = app
+            .oneshot(
+                Request::get("/")
+                    .header(header::COOKIE, format!("{name}=garbage"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let cleared = resp.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            cleared.starts_with(&format!("{name}=;")) && cleared.contains("Max-Age=0"),
+            "{cleared}"
+        );
     }
 
     #[tokio::test]
