@@ -260,34 +260,69 @@ fn context<T: SessionData>(parts: &Parts) -> Result<SessionContext<T>, SessionRe
 /// A request's valid session (the extractor). See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct Session<T> {
-    session: engine::Session<T>,
+    session: Current<T>,
     ctx: SessionContext<T>,
 }
 
+/// Where an extracted session's value lives: in the request's context (what the layer
+/// validated; extracting it copies nothing), or here once a handler replaced it.
+#[derive(Clone, Debug)]
+enum Current<T> {
+    /// The context's valid outcome.
+    Validated,
+    /// A session issued during this request (regenerate, step-up, update, login).
+    Replaced(engine::Session<T>),
+}
+
 impl<T: SessionData> Session<T> {
-    /// The user id.
-    pub fn user_id(&self) -> &str {
-        self.session.user_id()
+    /// The extractor over the context's validated session; `None` when there is none.
+    fn validated(ctx: &SessionContext<T>) -> Option<Session<T>> {
+        ctx.session()?;
+        Some(Session {
+            session: Current::Validated,
+            ctx: ctx.clone(),
+        })
     }
 
-    /// The application data.
-    pub fn data(&self) -> &T {
-        self.session.data()
-    }
-
-    /// The verified claims.
-    pub fn claims(&self) -> &Claims<T> {
-        self.session.claims()
-    }
-
-    /// The session id (log [`SessionId::short_hash`], not the id).
-    pub fn id(&self) -> SessionId {
-        self.session.id()
+    /// A session issued during this request.
+    fn replaced(session: engine::Session<T>, ctx: SessionContext<T>) -> Session<T> {
+        Session {
+            session: Current::Replaced(session),
+            ctx,
+        }
     }
 
     /// The engine's session value.
     pub fn session(&self) -> &engine::Session<T> {
-        &self.session
+        match &self.session {
+            Current::Replaced(s) => s,
+            Current::Validated => match self.ctx.session() {
+                Some(s) => s,
+                // `validated` is the only constructor of this variant, and it checked; the
+                // context's outcome never changes.
+                None => unreachable!("Current::Validated without a valid outcome"),
+            },
+        }
+    }
+
+    /// The user id.
+    pub fn user_id(&self) -> &str {
+        self.session().user_id()
+    }
+
+    /// The application data.
+    pub fn data(&self) -> &T {
+        self.session().data()
+    }
+
+    /// The verified claims.
+    pub fn claims(&self) -> &Claims<T> {
+        self.session().claims()
+    }
+
+    /// The session id (log [`SessionId::short_hash`], not the id).
+    pub fn id(&self) -> SessionId {
+        self.session().id()
     }
 
     /// The request's session context.
@@ -297,7 +332,10 @@ impl<T: SessionData> Session<T> {
 
     /// Takes the engine's session value out.
     pub fn into_inner(self) -> engine::Session<T> {
-        self.session
+        match self.session {
+            Current::Replaced(s) => s,
+            Current::Validated => self.session().clone(),
+        }
     }
 
     fn engine(&self) -> &SessionEngine<T> {
@@ -310,10 +348,7 @@ impl<T: SessionData> Session<T> {
 
     fn replaced_by(self, issued: &Issued<T>) -> Session<T> {
         self.ctx.set_cookie(issued);
-        Session {
-            session: issued.session.clone(),
-            ctx: self.ctx,
-        }
+        Session::replaced(issued.session.clone(), self.ctx)
     }
 
     /// Logs out: revokes this session id and clears the cookie.
@@ -326,7 +361,7 @@ impl<T: SessionData> Session<T> {
     pub async fn logout(self) -> Result<(), HttpError> {
         self.ctx.clear_cookie();
         self.auditor().logged_out(self.user_id(), self.id());
-        if let Err(e) = self.engine().logout(&self.session).await {
+        if let Err(e) = self.engine().logout(self.session()).await {
             tracing::warn!(error = %e, "logout is in force on this node; the shared store will be retried");
         }
         Ok(())
@@ -351,7 +386,7 @@ impl<T: SessionData> Session<T> {
     /// 500 when sealing fails. A shared-store outage does not fail it (see
     /// [`SessionEngine::regenerate`]).
     pub async fn regenerate(self, data: Option<T>) -> Result<Session<T>, HttpError> {
-        let issued = self.engine().regenerate(&self.session, data).await?;
+        let issued = self.engine().regenerate(self.session(), data).await?;
         self.auditor()
             .regenerated(self.user_id(), self.id(), issued.session.id());
         Ok(self.replaced_by(&issued))
@@ -363,7 +398,7 @@ impl<T: SessionData> Session<T> {
     /// # Errors
     /// 500 when sealing fails.
     pub fn step_up(self) -> Result<Session<T>, HttpError> {
-        let issued = self.engine().step_up(&self.session)?;
+        let issued = self.engine().step_up(self.session())?;
         self.auditor().step_up(self.user_id(), self.id());
         Ok(self.replaced_by(&issued))
     }
@@ -373,7 +408,7 @@ impl<T: SessionData> Session<T> {
     /// # Errors
     /// 500 `SESSION_TOO_LARGE` when the data does not fit a cookie.
     pub fn update(self, data: T) -> Result<Session<T>, HttpError> {
-        let issued = self.engine().update(&self.session, data)?;
+        let issued = self.engine().update(self.session(), data)?;
         Ok(self.replaced_by(&issued))
     }
 
@@ -385,7 +420,7 @@ impl<T: SessionData> Session<T> {
     /// force on this node, this session included, so the cookie is cleared); 500 when sealing
     /// fails.
     pub async fn logout_other_sessions(self) -> Result<Session<T>, HttpError> {
-        match self.engine().logout_other_sessions(&self.session).await {
+        match self.engine().logout_other_sessions(self.session()).await {
             Ok(issued) => {
                 self.auditor().logged_out_everywhere(
                     self.user_id(),
@@ -411,10 +446,7 @@ impl<S: Send + Sync, T: SessionData> FromRequestParts<S> for Session<T> {
         match ctx.outcome() {
             None => Err(SessionRejection::NoSession),
             Some(Err(r)) => Err(SessionRejection::Rejected(r.clone())),
-            Some(Ok(session)) => Ok(Session {
-                session: session.clone(),
-                ctx: ctx.clone(),
-            }),
+            Some(Ok(_)) => Session::validated(&ctx).ok_or(SessionRejection::NoSession),
         }
     }
 }
@@ -427,10 +459,7 @@ impl<S: Send + Sync, T: SessionData> OptionalFromRequestParts<S> for Session<T> 
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         let ctx = context::<T>(parts)?;
-        Ok(ctx.session().cloned().map(|session| Session {
-            session,
-            ctx: ctx.clone(),
-        }))
+        Ok(Session::validated(&ctx))
     }
 }
 
@@ -461,7 +490,7 @@ impl<S: Send + Sync, T: SessionData, const W: u64> FromRequestParts<S> for Fresh
         let window = (W > 0).then_some(Duration::from_secs(W));
         session
             .engine()
-            .require_fresh(&session.session, window)
+            .require_fresh(session.session(), window)
             .map_err(SessionRejection::Rejected)?;
         Ok(Fresh(session))
     }
@@ -499,18 +528,12 @@ impl<T: SessionData> SessionManager<T> {
             .auditor()
             .created(issued.session.user_id(), issued.session.id());
         self.ctx.set_cookie(&issued);
-        Ok(Session {
-            session: issued.session,
-            ctx: self.ctx.clone(),
-        })
+        Ok(Session::replaced(issued.session, self.ctx.clone()))
     }
 
     /// The request's valid session, if any.
     pub fn current(&self) -> Option<Session<T>> {
-        self.ctx.session().cloned().map(|session| Session {
-            session,
-            ctx: self.ctx.clone(),
-        })
+        Session::validated(&self.ctx)
     }
 
     /// The client address (for throttling and audit).
