@@ -44,6 +44,18 @@ impl UnixMillis {
     }
 }
 
+/// "00" to "99", two bytes each.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// The last millisecond RFC 3339's four-digit years can write: 9999-12-31T23:59:59.999Z.
 pub const MAX_RFC3339_MILLIS: u64 = 253_402_300_799_999;
 
@@ -59,8 +71,9 @@ impl UnixMillis {
     /// ```
     pub fn rfc3339(self) -> Rfc3339 {
         let ms = self.0.min(MAX_RFC3339_MILLIS);
-        let (secs, milli) = (ms / 1000, ms % 1000);
-        let (days, sod) = (secs / 86_400, secs % 86_400);
+        let (secs, milli) = (ms / 1000, (ms % 1000) as u32);
+        // Below 2^32 days (the cap is 2,932,896) and seconds of the day: 32-bit arithmetic.
+        let (days, sod) = ((secs / 86_400) as u32, (secs % 86_400) as u32);
         // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible Low-Level Date
         // Algorithms"), on unsigned values: the input is never before the epoch.
         let z = days + 719_468;
@@ -71,22 +84,23 @@ impl UnixMillis {
         let mp = (5 * doy + 2) / 153;
         let day = doy - (153 * mp + 2) / 5 + 1;
         let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + u64::from(month <= 2);
+        let year = yoe + era * 400 + u32::from(month <= 2);
 
         let mut out = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, width: usize, mut v: u64| {
-            for i in (at..at + width).rev() {
-                out[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
+        // Two digits at a time from a table: `GET /me` writes three of these per request.
+        let mut two = |at: usize, v: u32| {
+            let i = 2 * v as usize;
+            out[at..at + 2].copy_from_slice(&DIGIT_PAIRS[i..i + 2]);
         };
-        put(0, 4, year);
-        put(5, 2, month);
-        put(8, 2, day);
-        put(11, 2, sod / 3_600);
-        put(14, 2, sod / 60 % 60);
-        put(17, 2, sod % 60);
-        put(20, 3, milli);
+        two(0, year / 100);
+        two(2, year % 100);
+        two(5, month);
+        two(8, day);
+        two(11, sod / 3_600);
+        two(14, sod / 60 % 60);
+        two(17, sod % 60);
+        two(21, milli % 100);
+        out[20] = b'0' + (milli / 100) as u8;
         Rfc3339(out)
     }
 }
