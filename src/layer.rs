@@ -309,6 +309,28 @@ impl<T> Clone for Shared<T> {
 /// let layer = SessionLayer::new(engine, LayerOptions::default()).unwrap();
 /// let app: Router = Router::new().route("/me", get(me)).layer(layer);
 /// ```
+///
+/// `Router::layer` wraps each route in a boxed service of its own, which every request pays for
+/// again. On a hot path, wrap the finished router once:
+///
+/// ```no_run
+/// # use axum::{Router, routing::get};
+/// # use sealed_sessions::layer::{LayerOptions, SessionLayer};
+/// # use sealed_sessions::extract::Session;
+/// # use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, SessionEngine};
+/// # async fn me(session: Session<String>) -> String { session.user_id().to_owned() }
+/// # async fn serve() -> std::io::Result<()> {
+/// # let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+/// # let engine: SessionEngine<String> = SessionEngine::new(EngineConfig::default(), keys);
+/// use axum::ServiceExt;
+/// use tower::Layer as _;
+///
+/// let layer = SessionLayer::new(engine, LayerOptions::default()).unwrap();
+/// let app = layer.layer(Router::new().route("/me", get(me)));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, ServiceExt::<axum::extract::Request>::into_make_service(app)).await
+/// # }
+/// ```
 pub struct SessionLayer<T> {
     shared: Arc<Shared<T>>,
 }
