@@ -129,6 +129,11 @@ child_of() {
 }
 
 CLK_TCK=$(getconf CLK_TCK)
+# user and system CPU ticks of a process and all its threads so far, as "user sys".
+cpu_split() {
+  if [ -z "$1" ] || [ ! -r "/proc/$1/stat" ]; then echo "0 0"; return; fi
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'
+}
 # user+system CPU ticks of a process and all its threads so far.
 cpu_ticks() {
   if [ -z "$1" ] || [ ! -r "/proc/$1/stat" ]; then echo 0; return; fi
@@ -300,21 +305,26 @@ run_target() {
   esac
   COOKIE=$cookie
   if [ "$WARM_S" -gt 0 ]; then run_wrk "$WORK/$name.$round.warmup" "$WARMUP" "$url/me"; fi
-  local t0 t1 s0 s1 r0 r1
+  local t0 t1 s0 s1 r0 r1 u0 k0 u1 k1
   s0=$(cpu_ticks "$pid"); r0=$(cpu_ticks "$REDIS_PID"); t0=$(date +%s.%N)
+  read -r u0 k0 < <(cpu_split "$pid")
   run_wrk "$WORK/$name.$round.wrk" "$DURATION" "$url/me"
   t1=$(date +%s.%N); s1=$(cpu_ticks "$pid"); r1=$(cpu_ticks "$REDIS_PID")
+  read -r u1 k1 < <(cpu_split "$pid")
   local line
   line=$(grep '^LOAD_RESULT ' "$WORK/$name.$round.wrk") || die "$target: no result line from wrk"
   # One TSV row: target, round, then the key=value fields, then CPU shares of the wall time.
   awk -v t="$target" -v r="$round" -v line="$line" -v s="$((s1 - s0))" -v rd="$((r1 - r0))" \
     -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" -v redis="${REDIS_PID:+1}" \
-    -v wrk_cpu="$WRK_CPU" 'BEGIN {
+    -v wrk_cpu="$WRK_CPU" -v ut="$((u1 - u0))" -v kt="$((k1 - k0))" 'BEGIN {
       n = split(line, f, " "); out = t "\t" r
       for (i = 2; i <= n; i++) { split(f[i], kv, "="); out = out "\t" kv[2] }
       wall = t1 - t0
       rc = (redis != "" && t ~ /redis/) ? sprintf("%.0f", 100 * rd / hz / wall) : "-"
-      printf "%s\t%.0f\t%s\t%.0f\n", out, 100 * s / hz / wall, rc, 100 * wrk_cpu / wall
+      # Server user and kernel CPU per request, in microseconds (f[2] is requests=N).
+      split(f[2], req, "="); nreq = (req[2] > 0) ? req[2] : 1
+      printf "%s\t%.0f\t%s\t%.0f\t%.2f\t%.2f\n", out, 100 * s / hz / wall, rc, 100 * wrk_cpu / wall,
+        1e6 * ut / hz / nreq, 1e6 * kt / hz / nreq
     }' >>"$RESULTS"
   [ -z "$WRK_EXAMPLE" ] && [ "$target" != bare ] &&
     WRK_EXAMPLE="taskset -c $LOAD_CPU wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s loadtest/report.lua -H 'Cookie: session=…' http://$addr/me"
@@ -332,11 +342,11 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 MACHINE="$(nproc) CPUs ($CPU_MODEL), Linux $(uname -r); server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU, redis-server on CPU $REDIS_CPU"
 ORDER="${TARGET_LIST[*]}"
 {
-  echo "| target | req/s | p50 | p99 | req/s vs bare | p99 vs bare | server CPU | req/CPU-s | req/CPU-s vs bare | redis CPU | wrk CPU | non-2xx + errors |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| target | req/s | p50 | p99 | req/s vs bare | p99 vs bare | server CPU | req/CPU-s | req/CPU-s vs bare | server user µs/req | server kernel µs/req | redis CPU | wrk CPU | non-2xx + errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   # Columns of results.tsv: 1 target, 2 round, 3 requests, 4 duration_us, 5 rps, 6 p50, 7 p90,
   # 8 p99, 9 max, 10-14 errors (connect read write status timeout), 15 server CPU %,
-  # 16 redis CPU %, 17 wrk CPU %.
+  # 16 redis CPU %, 17 wrk CPU %, 18 server user µs per request, 19 server kernel µs per request.
   awk -F'\t' -v order="$ORDER" '
     function median(list,   a, n, i, j, t) {
       n = split(list, a, " ")
@@ -352,6 +362,7 @@ ORDER="${TARGET_LIST[*]}"
       if ($15 > 0) eff[$1] = eff[$1] " " ($5 / ($15 / 100))
       if ($16 != "-") rcpu[$1] = rcpu[$1] " " $16
       wcpu[$1] = wcpu[$1] " " $17
+      usr[$1] = usr[$1] " " $18; sys[$1] = sys[$1] " " $19
     }
     END {
       n = split(order, ts, " ")
@@ -363,7 +374,7 @@ ORDER="${TARGET_LIST[*]}"
         rc = (t in rcpu) ? sprintf("%.0f%%", median(rcpu[t])) : "–"
         e = (t in eff) ? median(eff[t]) : 0
         ve = (beff > 0 && e > 0) ? sprintf("%.2f", e / beff) : "–"
-        printf "| %s | %.0f | %s | %s | %s | %s | %.0f%% | %.0f | %s | %s | %.0f%% | %d |\n", t, r, ms(median(p50[t])), ms(q), vr, vq, median(cpu[t]), e, ve, rc, median(wcpu[t]), errs[t]
+        printf "| %s | %.0f | %s | %s | %s | %s | %.0f%% | %.0f | %s | %.2f | %.2f | %s | %.0f%% | %d |\n", t, r, ms(median(p50[t])), ms(q), vr, vq, median(cpu[t]), e, ve, median(usr[t]), median(sys[t]), rc, median(wcpu[t]), errs[t]
         # Machine-readable medians for the ratio lines below.
         printf "%s %f %f %f %d\n", t, r, q, e, errs[t] > "/dev/stderr"
       }
