@@ -46,14 +46,8 @@ for i in range(n):
         sys.exit(f"GET /me answered {r.status}")
 EOF
 
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  echo "no free loopback port" >&2; exit 1
-}
+# free_port (shared with the other load script)
+. "$ROOT/loadtest/lib.sh"
 
 # measure NAME -- command (which must listen on $PORT)
 measure() {

@@ -141,14 +141,8 @@ cpu_ticks() {
   sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 
-free_port() {
-  local p
-  for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free loopback port found"
-}
+# free_port (shared with the other load script)
+. "$ROOT/loadtest/lib.sh"
 
 # Waits until $2 contains "listening on http://ADDR" (or, for a port file, ADDR) and prints ADDR.
 wait_addr() {
