@@ -392,6 +392,19 @@ impl<T: SessionData> Session<T> {
         Ok(self.replaced_by(&issued))
     }
 
+    /// Checks that the last password check (login or step-up) is within `window` (`None`: the
+    /// engine's configured step-up window). [`Fresh`] does this in the extractor; call it
+    /// directly when a route decides other things first (say, whether the account may do this
+    /// at all).
+    ///
+    /// # Errors
+    /// 401 `STEP_UP_REQUIRED`.
+    pub fn require_fresh(&self, window: Option<Duration>) -> Result<(), HttpError> {
+        self.engine()
+            .require_fresh(self.session(), window)
+            .map_err(|r| SessionRejection::Rejected(r).into())
+    }
+
     /// Step-up: the user just re-entered their password (checked by the caller); refreshes the
     /// authentication time.
     ///

@@ -693,6 +693,49 @@ async fn elevate_regenerates_the_session_id_and_revokes_the_old_cookie() {
     );
 }
 
+#[tokio::test]
+async fn elevate_needs_a_recent_password_check_and_refuses_other_accounts_first() {
+    let srv = server::start(&[DEV, "--step-up-window", "1s"]);
+    let c = client();
+    let admin = login_ok(&c, &srv, "admin", ADMIN_PW, DEV_COOKIE).await;
+    let alice = login_ok(&c, &srv, "alice", ALICE_PW, DEV_COOKIE).await;
+    // Let both logins' password checks fall out of the step-up window.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // An account that may never elevate hears so, not "step up" (which would not help).
+    post(&c, &srv, "/elevate", Some(&alice), json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "FORBIDDEN");
+
+    // A stale admin session (a stolen cookie, say) gets nothing: no new cookie, no admin rights.
+    let sid = me(&c, &srv, Some(&admin)).await.assert_ok()["session_id"].clone();
+    let r = post(&c, &srv, "/elevate", Some(&admin), json!({})).await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "STEP_UP_REQUIRED");
+    r.assert_no_cookie();
+    let still = me(&c, &srv, Some(&admin)).await.assert_ok().clone();
+    assert_eq!(still["elevated"], false);
+    assert_eq!(still["session_id"], sid);
+
+    // After the password is entered again, elevation goes through.
+    let r = post(
+        &c,
+        &srv,
+        "/auth/step-up",
+        Some(&admin),
+        json!({"password": ADMIN_PW}),
+    )
+    .await;
+    r.assert_ok();
+    let stepped = r.issued(DEV_COOKIE);
+    let r = post(&c, &srv, "/elevate", Some(&stepped), json!({})).await;
+    assert_eq!(r.assert_ok()["elevated"], true);
+    let elevated = r.issued(DEV_COOKIE);
+    assert_eq!(
+        me(&c, &srv, Some(&elevated)).await.assert_ok()["role"],
+        "admin"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timeouts, renewal, fingerprint
 

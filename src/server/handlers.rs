@@ -412,6 +412,11 @@ async fn elevate(
             "this account cannot be elevated",
         ));
     }
+    // Admin rights for a session are a sensitive change: like a password change, they need a
+    // password check within the step-up window, so a stolen cookie alone cannot get them.
+    session
+        .require_fresh(None)
+        .map_err(IntoResponse::into_response)?;
     let data = SessionData {
         role: Role::Admin,
         elevated: true,
