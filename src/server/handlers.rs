@@ -204,21 +204,26 @@ async fn login(
         return Err(bad_request("username or password length out of range"));
     }
     let ip = manager.client_ip();
-    if let Err(t) = state.throttle.check(&username, ip) {
-        manager.auditor().throttled(&username, ip);
-        return Err(too_many(t.retry_after));
-    }
+    // The attempt counts from here, so guesses sent in parallel cannot all pass the throttle
+    // while the first ones are still being verified.
+    let attempt = match state.throttle.begin(&username, ip) {
+        Ok(attempt) => attempt,
+        Err(t) => {
+            manager.auditor().throttled(&username, ip);
+            return Err(too_many(t.retry_after));
+        }
+    };
     let role = state
         .verifier
         .verify(&username, password)
         .await
         .map_err(verify_error)?;
     let Some(role) = role else {
-        state.throttle.record_failure(&username, ip);
+        attempt.failed();
         manager.auditor().login_failed(&username, ip);
         return Err(invalid_credentials());
     };
-    state.throttle.record_success(&username);
+    attempt.succeeded();
     if let Some(old) = manager.current() {
         unindex(&state, old.user_id(), old.id()).await;
     }
@@ -321,12 +326,16 @@ async fn step_up(
     let ip = session.context().client_ip();
     let user = session.user_id().to_owned();
     // Step-up is a password check too: the same throttle stops guessing through it.
-    if let Err(t) = state.throttle.check(&user, ip) {
-        session.context().auditor().throttled(&user, ip);
-        return Err(too_many(t.retry_after));
-    }
+    let attempt = match state.throttle.begin(&user, ip) {
+        Ok(attempt) => attempt,
+        Err(t) => {
+            session.context().auditor().throttled(&user, ip);
+            return Err(too_many(t.retry_after));
+        }
+    };
     match state.verifier.verify(&user, password).await {
         Ok(Some(_)) => {
+            attempt.succeeded();
             let s = session.step_up().map_err(IntoResponse::into_response)?;
             Ok(
                 Json(json!({ "user": s.user_id(), "auth_time": rfc3339(s.claims().auth_time) }))
@@ -334,7 +343,7 @@ async fn step_up(
             )
         }
         Ok(None) => {
-            state.throttle.record_failure(&user, ip);
+            attempt.failed();
             session.context().auditor().login_failed(&user, ip);
             Err(invalid_credentials())
         }
