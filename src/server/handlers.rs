@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -476,10 +476,11 @@ async fn list_sessions(State(state): State<AppState>, session: Sess) -> Result<R
 
 async fn delete_session(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     session: Sess,
 ) -> Result<Response, Response> {
-    let Some(target) = SessionId::parse_hex(&id) else {
+    // A segment that does not percent-decode to UTF-8 gets the same JSON 400 as a malformed id.
+    let Some(target) = id.ok().and_then(|Path(id)| SessionId::parse_hex(&id)) else {
         return Err(bad_request("session id must be 32 hex digits"));
     };
     let user = session.user_id().to_owned();

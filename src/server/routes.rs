@@ -134,7 +134,11 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 pub fn finish(router: Router<AppState>, state: AppState) -> App {
     let limit = state.max_body_bytes;
     let session = state.layer.clone();
-    BodyLimitLayer::new(limit).layer(session.layer(router.fallback(not_found).with_state(state)))
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    BodyLimitLayer::new(limit).layer(session.layer(router))
 }
 
 /// A JSON error body `{"error": message, "code": CODE}` with `status`.
@@ -144,6 +148,15 @@ pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> 
 
 async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+/// The route exists, the method does not (axum adds the `Allow` header).
+async fn method_not_allowed() -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "this route does not take that method",
+    )
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -344,6 +357,65 @@ pub(crate) mod tests {
             cleared.starts_with(&format!("{name}=;")) && cleared.contains("Max-Age=0"),
             "{cleared}"
         );
+    }
+
+    #[tokio::test]
+    async fn wrong_method_answers_json_405_with_the_allowed_methods() {
+        let app = build_router(test_state(1024));
+        for (method, path, allow) in [("GET", "/login", "POST"), ("POST", "/me", "GET,HEAD")] {
+            let resp = app
+                .clone()
+                .oneshot(
+                    Request::builder()
+                        .method(method)
+                        .uri(path)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(resp.headers()[header::ALLOW], allow, "{method} {path}");
+            let v: serde_json::Value = serde_json::from_str(&body_text(resp).await).unwrap();
+            assert_eq!(v["code"], "METHOD_NOT_ALLOWED", "{method} {path}");
+            assert!(v["error"].is_string(), "{v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn undecodable_path_segment_answers_json_400() {
+        let state = test_state(1024);
+        let name = state.engine.config().cookie().name().to_owned();
+        let issued = state
+            .engine
+            .issue(
+                "alice",
+                SessionData {
+                    role: Role::User,
+                    elevated: false,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let app = build_router(state);
+        // %FF is not UTF-8 once percent-decoded: axum's `Path` refuses it.
+        let resp = app
+            .oneshot(
+                Request::delete("/sessions/%FF")
+                    .header(header::COOKIE, format!("{name}={}", issued.token))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let v: serde_json::Value = serde_json::from_str(&body_text(resp).await).unwrap();
+        assert_eq!(v["code"], "BAD_REQUEST", "{v}");
     }
 
     #[tokio::test]
