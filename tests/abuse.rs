@@ -17,7 +17,9 @@ use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::revocation::{RevocationBackend, Revoked};
 use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, SessionEngine};
 use serde_json::json;
-use support::raw_server::{Resp, Server, hash_password, keygen, run_with_stdin, users_file};
+use support::bin::{cmd, hash_password, keygen, run_with_stdin, users_file};
+use support::http::{Conn, Resp};
+use support::server::Server;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -154,15 +156,14 @@ fn setup(dir: &Path, password: &str) -> (std::path::PathBuf, std::path::PathBuf,
     (keys, users, hash)
 }
 
-fn server(dir: &Path, keys: &Path, users: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let mut args = vec![
-        "--keys",
-        keys.to_str().unwrap(),
-        "--users",
-        users.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Server::start(dir, &args, env)
+fn server(keys: &Path, users: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    Server::builder()
+        .keys(keys)
+        .arg("--users")
+        .arg(users)
+        .args(extra)
+        .envs(env)
+        .start()
 }
 
 fn post_json(s: &Server, path: &str, cookie: Option<&str>, body: serde_json::Value) -> Resp {
@@ -184,13 +185,7 @@ fn assert_healthy(s: &mut Server) {
 fn oversized_bodies_get_413_and_the_server_stays_up() {
     let tmp = tempfile::tempdir().unwrap();
     let (keys, users, _) = setup(tmp.path(), "carol-password");
-    let mut s = server(
-        tmp.path(),
-        &keys,
-        &users,
-        &["--max-body-bytes", "1KiB"],
-        &[],
-    );
+    let mut s = server(&keys, &users, &["--max-body-bytes", "1KiB"], &[]);
     let ct = [("Content-Type", "application/json")];
 
     // Within the limit: parsed (and refused as the wrong shape).
@@ -237,7 +232,7 @@ fn oversized_bodies_get_413_and_the_server_stays_up() {
 fn huge_or_too_many_headers_are_refused_and_the_server_stays_up() {
     let tmp = tempfile::tempdir().unwrap();
     let (keys, users, _) = setup(tmp.path(), "carol-password");
-    let mut s = server(tmp.path(), &keys, &users, &[], &[]);
+    let mut s = server(&keys, &users, &[], &[]);
 
     let refused = |head: Vec<u8>| {
         let mut conn = TcpStream::connect(s.addr).unwrap();
@@ -279,13 +274,7 @@ fn huge_or_too_many_headers_are_refused_and_the_server_stays_up() {
 fn a_slow_header_client_is_cut_off_after_the_header_read_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let (keys, users, _) = setup(tmp.path(), "carol-password");
-    let mut s = server(
-        tmp.path(),
-        &keys,
-        &users,
-        &["--header-read-timeout", "1s"],
-        &[],
-    );
+    let mut s = server(&keys, &users, &["--header-read-timeout", "1s"], &[]);
     let mut conn = TcpStream::connect(s.addr).unwrap();
     let started = Instant::now();
     conn.set_read_timeout(Some(Duration::from_millis(100)))
@@ -333,7 +322,7 @@ fn key_files_readable_by_others_are_refused_unless_explicitly_allowed() {
     for mode in [0o640, 0o604] {
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).unwrap();
         let out = run_with_stdin(
-            support::raw_server::cmd()
+            cmd()
                 .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
                 .arg(&keys)
                 .arg("--users")
@@ -354,14 +343,13 @@ fn key_files_readable_by_others_are_refused_unless_explicitly_allowed() {
         assert_eq!(std::fs::read_dir(&keys).unwrap().count(), files);
     }
     let s = server(
-        tmp.path(),
         &keys,
         &users,
         &["--danger-allow-loose-key-permissions"],
         &[],
     );
     assert_eq!(s.request("GET", "/healthz", &[], b"").status, 200);
-    let err = s.stop();
+    let err = s.stop().logs;
     assert!(err.contains("danger-allow-loose-key-permissions"), "{err}");
 }
 
@@ -379,7 +367,6 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
         .trim()
         .to_owned();
     let s = server(
-        tmp.path(),
         &keys,
         &users,
         &["--log-format", "json"],
@@ -442,7 +429,7 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
     let r = s.request("GET", "/me", &[("Cookie", &c5)], b"");
     assert_eq!(r.json()["code"], "REVOKED");
 
-    let logs = s.stop();
+    let logs = s.stop().logs;
     if std::env::var_os("ABUSE_SHOW_LOGS").is_some() {
         println!("{logs}");
     }
@@ -556,7 +543,6 @@ fn login_flood_leaves_session_validation_working() {
     let (keys, users, _) = setup(tmp.path(), "carol-password");
     let concurrency = std::env::var("ABUSE_LOGIN_CONCURRENCY").unwrap_or_else(|_| "1".to_owned());
     let s = server(
-        tmp.path(),
         &keys,
         &users,
         &[
@@ -586,7 +572,7 @@ fn login_flood_leaves_session_validation_working() {
         .map(|t| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut conn = support::raw_server::Conn::new(addr);
+                let mut conn = Conn::new(addr);
                 let mut statuses = std::collections::BTreeMap::<String, usize>::new();
                 let mut i = 0u32;
                 while !stop.load(Ordering::Relaxed) {

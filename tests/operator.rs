@@ -13,17 +13,17 @@ use std::time::Duration;
 
 use sealed_sessions::keys::{self, KEY_FILE_EXT};
 use sealed_sessions::{Key, KeyId};
-use support::bin::{Server, cmd, eventually, login, me, run, run_with_stdin, text, value};
+use support::bin::{cmd, run, run_with_stdin, text};
+use support::http::{eventually, login, me, value};
+use support::server::Server;
 
 fn dev_server(work: &Path, name: &str, extra: &[&OsStr]) -> Server {
-    let keys = work.join(format!("keys-{name}"));
-    let mut args: Vec<&OsStr> = vec![
-        "--insecure-dev-cookies".as_ref(),
-        "--keys".as_ref(),
-        keys.as_os_str(),
-    ];
-    args.extend_from_slice(extra);
-    Server::start(work, name, &args)
+    Server::builder()
+        .name(name)
+        .keys(work.join(format!("keys-{name}")))
+        .arg("--insecure-dev-cookies")
+        .args(extra)
+        .start()
 }
 
 fn inspect(keys: &Path, args: &[&str]) -> Command {

@@ -6,19 +6,19 @@
 
 mod support;
 
-use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use sealed_sessions::keys::{self, KeyRing, LoadOptions};
 use sealed_sessions::{Key, KeyId};
-use support::bin::{Server, cmd, key_id_of, login, me, run, text, value};
+use support::bin::{cmd, run, text};
+use support::http::{key_id_of, login, me, value};
+use support::server::Server;
 
 /// One node: its own key directory, and the running server (restarted to reload keys).
 struct Node {
     name: &'static str,
     keys: PathBuf,
-    work: PathBuf,
     server: Option<Server>,
 }
 
@@ -29,26 +29,24 @@ impl Node {
         Node {
             name,
             keys,
-            work: work.to_path_buf(),
             server: None,
         }
     }
 
     fn start(&mut self) {
-        let args: [&OsStr; 5] = [
-            "--insecure-dev-cookies".as_ref(),
-            "--renew-after".as_ref(),
-            "1s".as_ref(),
-            "--keys".as_ref(),
-            self.keys.as_os_str(),
-        ];
-        self.server = Some(Server::start(&self.work, self.name, &args));
+        self.server = Some(
+            Server::builder()
+                .name(self.name)
+                .keys(&self.keys)
+                .args(["--insecure-dev-cookies", "--renew-after", "1s"])
+                .start(),
+        );
     }
 
     /// Restart: how a node picks up a changed key directory.
     fn restart(&mut self) {
         if let Some(s) = self.server.take() {
-            let status = s.stop();
+            let status = s.stop().status;
             assert!(status.success(), "{} stopped with {status}", self.name);
         }
         self.start();
