@@ -423,6 +423,42 @@ async fn fifth_failed_login_locks_the_username_with_429_and_retry_after() {
 }
 
 #[tokio::test]
+async fn parallel_guesses_cannot_outrun_the_login_throttle() {
+    // Sent at once, the guesses are all in flight before any password check answers: the
+    // throttle must count them as they start, not as they fail.
+    let srv = server::start(&[DEV]);
+    let c = client();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let req = c
+            .post(srv.url("/login"))
+            .json(&json!({"username": "alice", "password": format!("guess-{i}")}));
+        guesses.spawn(send(req));
+    }
+    let (mut wrong, mut throttled) = (0, 0);
+    while let Some(r) = guesses.join_next().await {
+        let r = r.unwrap();
+        match r.status {
+            StatusCode::UNAUTHORIZED => {
+                r.assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+                wrong += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                r.assert_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS");
+                throttled += 1;
+            }
+            other => panic!("unexpected {other}: {:?}", r.body),
+        }
+    }
+    assert!(wrong <= 5, "{wrong} guesses were checked (limit 5)");
+    assert_eq!(wrong + throttled, 16);
+    // The five failures lock the username for the window, right password included.
+    login(&c, &srv, "alice", ALICE_PW)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS");
+}
+
+#[tokio::test]
 async fn session_routes_without_a_valid_cookie_answer_401_with_the_reason() {
     let srv = server::start(&[DEV]);
     let c = client();
