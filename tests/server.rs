@@ -701,6 +701,43 @@ async fn password_change_revokes_the_other_sessions_and_replaces_the_password() 
 }
 
 #[tokio::test]
+async fn password_change_reaches_the_users_file_a_second_node_and_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hash = support::bin::hash_password(ALICE_PW);
+    let users = support::bin::users_file(tmp.path(), &[("alice", "user", &hash)]);
+    let node = |name: &str| {
+        Server::builder()
+            .name(name)
+            .args([DEV, "--users"])
+            .arg(&users)
+            .start()
+    };
+    let (a, b) = (node("a"), node("b"));
+    let c = client();
+    let cookie = login_ok(&c, &a, "alice", ALICE_PW, DEV_COOKIE).await;
+    let change = json!({"new_password": "alice-new-password"});
+    post(&c, &a, "/password", Some(&cookie), change)
+        .await
+        .assert_ok();
+
+    // The other node, sharing the users file, takes the new password and refuses the old.
+    login(&c, &b, "alice", ALICE_PW)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+    login_ok(&c, &b, "alice", "alice-new-password", DEV_COOKIE).await;
+
+    // So does the first node after a restart.
+    drop(a);
+    let a = node("a-restarted");
+    login(&c, &a, "alice", ALICE_PW)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+    login_ok(&c, &a, "alice", "alice-new-password", DEV_COOKIE).await;
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(!text.contains(&hash), "the old hash is gone from the file");
+}
+
+#[tokio::test]
 async fn elevate_regenerates_the_session_id_and_revokes_the_old_cookie() {
     let srv = server::start(&[DEV]);
     let c = client();

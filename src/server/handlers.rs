@@ -381,7 +381,13 @@ async fn change_password(
         .logout_other_sessions()
         .await
         .map_err(IntoResponse::into_response)?;
-    match state.users().set_password(&user, hash) {
+    // The users file is rewritten (blocking I/O): on the blocking pool.
+    let users = state.verifier.users().clone();
+    let name = user.clone();
+    let stored = tokio::task::spawn_blocking(move || users.set_password(&name, hash))
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("password store task failed: {e}")));
+    match stored {
         Ok(true) => {}
         Ok(false) => {
             return Err(error_response(
@@ -390,7 +396,8 @@ async fn change_password(
                 "user no longer exists",
             ));
         }
-        Err(_) => {
+        Err(e) => {
+            tracing::error!(user = %user, error = %format!("{e:#}"), "could not store a new password");
             return Err(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",

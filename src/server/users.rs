@@ -4,17 +4,23 @@
 //! Verification runs argon2id (19 MiB, about a core for tens of milliseconds) on the blocking
 //! pool, at most `--login-concurrency` at a time, so a flood of logins queues behind the
 //! semaphore instead of taking every core from request validation.
+//!
+//! A store loaded from a users file keeps to it: a password change is written back into the
+//! file (only that user's `password_hash`, comments and layout kept; a new file renamed over the
+//! old one, so a reader never sees half of it), and a file changed by another node sharing it is
+//! read again at the next login.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use rand::TryRngCore as _;
 use sealed_sessions::users_file::{check_password_hash, parse_users_file};
 use tokio::sync::Semaphore;
@@ -60,10 +66,41 @@ impl fmt::Debug for User {
 
 /// The accounts, changeable at run time (password changes).
 ///
-/// A `parking_lot` lock because reads are short lookups and it is never held across `.await`.
+/// `parking_lot` locks because reads are short lookups and none is held across `.await`. The
+/// file's methods do blocking I/O: call them from the blocking pool.
 #[derive(Debug, Default)]
 pub struct UserStore {
     users: RwLock<HashMap<String, User>>,
+    file: Option<UsersFile>,
+}
+
+/// The users file behind a store, and how it looked when last read or written. The mutex also
+/// serialises the store's writes and re-reads.
+#[derive(Debug)]
+struct UsersFile {
+    path: PathBuf,
+    seen: Mutex<Option<FileStamp>>,
+}
+
+/// Enough of a file's metadata to notice that someone else rewrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> std::io::Result<FileStamp> {
+        let m = std::fs::metadata(path)?;
+        Ok(FileStamp {
+            modified: m.modified().ok(),
+            len: m.len(),
+            #[cfg(unix)]
+            inode: std::os::unix::fs::MetadataExt::ino(&m),
+        })
+    }
 }
 
 impl UserStore {
@@ -71,14 +108,50 @@ impl UserStore {
     pub fn new(users: HashMap<String, User>) -> UserStore {
         UserStore {
             users: RwLock::new(users),
+            file: None,
         }
     }
 
-    /// Reads and checks a users file.
+    /// Reads and checks a users file; the store keeps to it from then on (see the module docs).
     pub fn load(path: &Path) -> anyhow::Result<UserStore> {
+        let stamp = FileStamp::of(path).ok();
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read users file {}", path.display()))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut store = Self::parse(&text, &path.display().to_string())?;
+        store.file = Some(UsersFile {
+            path: path.to_owned(),
+            seen: Mutex::new(stamp),
+        });
+        Ok(store)
+    }
+
+    /// Reads the users file again if it changed since this store last read or wrote it (another
+    /// node sharing the file changed a password). A file that no longer reads or parses is
+    /// logged and the accounts held stay as they are. Blocking I/O.
+    pub fn refresh(&self) {
+        let Some(file) = &self.file else { return };
+        let mut seen = file.seen.lock();
+        let Ok(now) = FileStamp::of(&file.path) else {
+            return;
+        };
+        if *seen == Some(now) {
+            return;
+        }
+        *seen = Some(now);
+        let origin = file.path.display().to_string();
+        match std::fs::read_to_string(&file.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|text| Self::parse(&text, &origin))
+        {
+            Ok(fresh) => {
+                let users = fresh.users.into_inner();
+                tracing::info!(users = users.len(), file = %origin, "users file changed; re-read it");
+                *self.users.write() = users;
+            }
+            Err(e) => {
+                tracing::warn!(file = %origin, error = %format!("{e:#}"), "users file changed but does not load; keeping the accounts held");
+            }
+        }
     }
 
     /// Parses users-file text; `origin` names the file in errors. Warns about hashes whose
@@ -135,10 +208,24 @@ impl UserStore {
         self.users.read().len()
     }
 
-    /// Replaces a user's password hash (already checked, e.g. from [`hash_password`]). Returns
-    /// `false` if there is no such user.
+    /// Replaces a user's password hash (already checked, e.g. from [`hash_password`]), in the
+    /// users file first when there is one (blocking I/O), then here. Returns `false` if there is
+    /// no such user.
+    ///
+    /// # Errors
+    /// An unusable hash, or a users file that could not be rewritten (nothing changed then).
     pub fn set_password(&self, username: &str, new_hash: String) -> anyhow::Result<bool> {
         check_hash(&new_hash)?;
+        if !self.users.read().contains_key(username) {
+            return Ok(false);
+        }
+        if let Some(file) = &self.file {
+            let mut seen = file.seen.lock();
+            if !rewrite_hash(&file.path, username, &new_hash)? {
+                return Ok(false);
+            }
+            *seen = FileStamp::of(&file.path).ok();
+        }
         Ok(match self.users.write().get_mut(username) {
             Some(user) => {
                 user.password_hash = new_hash;
@@ -147,6 +234,73 @@ impl UserStore {
             None => false,
         })
     }
+}
+
+/// Sets `username`'s `password_hash` in the users file at `path`, keeping everything else in
+/// it as it is; `false` if the file has no such user. The new text is checked like a users file
+/// at startup, written to a temporary file beside it with the same permissions, flushed to disk
+/// and renamed over the old one.
+fn rewrite_hash(path: &Path, username: &str, new_hash: &str) -> anyhow::Result<bool> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read users file {origin}"))?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("users file {origin} no longer parses"))?;
+    let Some(users) = doc
+        .get_mut("user")
+        .and_then(toml_edit::Item::as_array_of_tables_mut)
+    else {
+        return Ok(false);
+    };
+    let mut found = false;
+    for table in users.iter_mut() {
+        if table.get("username").and_then(toml_edit::Item::as_str) != Some(username) {
+            continue;
+        }
+        let Some(value) = table
+            .get_mut("password_hash")
+            .and_then(toml_edit::Item::as_value_mut)
+        else {
+            continue;
+        };
+        let decor = value.decor().clone();
+        *value = toml_edit::Value::from(new_hash);
+        *value.decor_mut() = decor;
+        found = true;
+    }
+    if !found {
+        return Ok(false);
+    }
+    let out = doc.to_string();
+    parse_users_file(&out, &origin)?;
+
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "users".into(), |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let permissions = std::fs::metadata(path)?.permissions();
+    let write = || -> std::io::Result<()> {
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        // Owner-only from the start; the old file's permissions are applied next.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let mut f = open.open(&tmp)?;
+        f.set_permissions(permissions)?;
+        f.write_all(out.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot rewrite users file {origin}"));
+    }
+    Ok(true)
 }
 
 /// Checks that `hash` is an argon2id PHC string whose parameters argon2 accepts.
@@ -246,16 +400,19 @@ impl PasswordVerifier {
         username: &str,
         password: Zeroizing<String>,
     ) -> Result<Option<Role>, VerifyError> {
-        // Copy out and drop the lock before waiting.
-        let user = self.users.get(username);
-        let (hash, role) = match &user {
-            Some(u) => (u.password_hash.clone(), Some(u.role)),
-            None => (DUMMY_HASH.to_owned(), None),
-        };
-        let ok = self
-            .run_blocking(move || verify_hash(password.as_bytes(), &hash))
-            .await?;
-        Ok(role.filter(|_| ok))
+        let users = self.users.clone();
+        let username = username.to_owned();
+        self.run_blocking(move || {
+            // A password changed on another node sharing the users file counts at once.
+            users.refresh();
+            let (hash, role) = match users.get(&username) {
+                Some(u) => (u.password_hash, Some(u.role)),
+                None => (DUMMY_HASH.to_owned(), None),
+            };
+            let ok = verify_hash(password.as_bytes(), &hash);
+            role.filter(|_| ok)
+        })
+        .await
     }
 
     /// Hashes a new password under the same concurrency bound as verification.
@@ -315,6 +472,97 @@ mod tests {
         assert_eq!(store.get("alice").unwrap().role, Role::User);
         assert_eq!(store.get("root").unwrap().role, Role::Admin);
         assert!(store.get("bob").is_none());
+    }
+
+    /// A users file with comments and two users, owner-only, in a fresh directory.
+    fn users_dir(alice: &str, bob: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let text = format!(
+            "# accounts for the demo\n[[user]]\nusername = \"alice\"\nrole = \"user\"\n\
+             password_hash = {alice:?} # rotated yearly\n\n# the operator\n{}",
+            file_with(&[("bob", "admin", bob)])
+        );
+        std::fs::write(&path, text).unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn password_change_is_written_back_keeping_the_rest_of_the_file() {
+        let (old, new) = (
+            hash_password("old-pw").unwrap(),
+            hash_password("new-pw").unwrap(),
+        );
+        let (dir, path) = users_dir(&old, DUMMY_HASH);
+        let store = UserStore::load(&path).unwrap();
+        assert!(store.set_password("alice", new.clone()).unwrap());
+        assert_eq!(store.get("alice").unwrap().password_hash, new);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("# accounts for the demo\n"), "{text}");
+        assert!(
+            text.contains(&format!("password_hash = {new:?} # rotated yearly")),
+            "{text}"
+        );
+        assert!(
+            text.contains("# the operator") && text.contains(DUMMY_HASH),
+            "{text}"
+        );
+        assert!(!text.contains(&old), "{text}");
+        // What a restarted node reads.
+        let reloaded = UserStore::load(&path).unwrap();
+        assert_eq!(reloaded.get("alice").unwrap().password_hash, new);
+        assert_eq!(reloaded.get("bob").unwrap().role, Role::Admin);
+        #[cfg(unix)]
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&path).unwrap().permissions()
+            ) & 0o777,
+            0o600
+        );
+        // Nothing left beside it.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["users.toml"]);
+    }
+
+    #[test]
+    fn another_nodes_change_to_the_shared_file_is_read_at_the_next_refresh() {
+        let new = hash_password("new-pw").unwrap();
+        let (_dir, path) = users_dir(DUMMY_HASH, DUMMY_HASH);
+        let (a, b) = (
+            UserStore::load(&path).unwrap(),
+            UserStore::load(&path).unwrap(),
+        );
+        assert!(a.set_password("alice", new.clone()).unwrap());
+        assert_eq!(b.get("alice").unwrap().password_hash, DUMMY_HASH);
+        b.refresh();
+        assert_eq!(b.get("alice").unwrap().password_hash, new);
+        // A file that no longer loads leaves the accounts held as they were.
+        std::fs::write(&path, "[[user]]\nusername = \"alice\"\n").unwrap();
+        b.refresh();
+        assert_eq!(b.get("alice").unwrap().password_hash, new);
+        assert_eq!(b.len(), 2);
+    }
+
+    #[test]
+    fn a_user_gone_from_the_file_is_not_written_back() {
+        let (_dir, path) = users_dir(DUMMY_HASH, DUMMY_HASH);
+        let store = UserStore::load(&path).unwrap();
+        // Another node removed alice; this store has not re-read the file yet.
+        std::fs::write(&path, file_with(&[("bob", "admin", DUMMY_HASH)])).unwrap();
+        let new = hash_password("new-pw").unwrap();
+        assert!(!store.set_password("alice", new).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            file_with(&[("bob", "admin", DUMMY_HASH)])
+        );
+        assert_eq!(store.get("alice").unwrap().password_hash, DUMMY_HASH);
     }
 
     #[test]
