@@ -1,5 +1,6 @@
 //! Revocation synced through a real Redis (started by the test): several nodes, outages, data
-//! loss and stream trimming.
+//! loss (epoch, stream deleted, stream ids gone backwards) and stream trimming, reconnect
+//! backoff.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -241,4 +242,178 @@ async fn the_stream_and_the_local_lists_stay_bounded_under_a_long_run_of_logouts
         .purge_expired(sealed_sessions::clock::UnixMillis(u64::MAX / 2));
     assert!(purged > 0);
     assert_eq!(a.backend.stats().revoked_sessions, 0);
+}
+
+const EVENTS: &str = "test{ss}:events";
+
+/// The events stream's length (0 when the key does not exist).
+fn xlen(redis: &support::redis::RedisServer) -> u64 {
+    redis::cmd("XLEN")
+        .arg(EVENTS)
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+/// Issues a session for alice and one for bob on `n`, logs alice's out and bob out everywhere.
+async fn two_revocations(n: &Node) -> (Issued, Issued) {
+    let s = n.engine.issue("alice", String::new(), None).await.unwrap();
+    let u = n.engine.issue("bob", String::new(), None).await.unwrap();
+    n.engine.logout(&s.session).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    n.engine.logout_everywhere("bob").await.unwrap();
+    (s, u)
+}
+
+type Issued = sealed_sessions::engine::Issued<String>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_after_the_stream_was_deleted_enforces_earlier_revocations() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
+    let (s, u) = two_revocations(&a).await;
+    // B has applied both events from the stream (its last applied id is above 0-0).
+    eventually("B learns both", || {
+        revoked(&b, &s.token) && revoked(&b, &u.token)
+    })
+    .await;
+
+    // The stream goes (DEL, or eviction under allkeys-*); the epoch key stays.
+    let deleted: u64 = redis::cmd("DEL")
+        .arg(EVENTS)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(deleted, 1);
+    eventually("the live entries are re-published", || xlen(&redis) >= 2).await;
+
+    let late = node(&redis.url()).await;
+    eventually("late node rejects the logged-out session", || {
+        revoked(&late, &s.token)
+    })
+    .await;
+    eventually("late node rejects the bumped user", || {
+        revoked(&late, &u.token)
+    })
+    .await;
+    eventually("all synced", || {
+        [&a, &b, &late]
+            .iter()
+            .all(|n| n.backend.sync_status().synced)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_after_the_stream_ids_went_backwards_enforces_earlier_revocations() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
+    let old = a.engine.issue("carol", String::new(), None).await.unwrap();
+    a.engine.logout(&old.session).await.unwrap();
+    // The "older snapshot": the stream as it is now, one event.
+    let snapshot: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(EVENTS)
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(snapshot.len(), 1);
+    let (s, u) = two_revocations(&a).await;
+    eventually("B learns all three", || {
+        revoked(&b, &old.token) && revoked(&b, &s.token) && revoked(&b, &u.token)
+    })
+    .await;
+
+    // Restore the snapshot (or fail over to a replica that lags): the epoch key stays, the stream
+    // holds the old event under its old id, and its last generated id is below what A and B
+    // applied.
+    let mut conn = redis.conn();
+    let _: u64 = redis::cmd("DEL").arg(EVENTS).query(&mut conn).unwrap();
+    let (id, fields) = &snapshot[0];
+    let _: String = redis::cmd("XADD")
+        .arg(EVENTS)
+        .arg(id)
+        .arg(fields)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(xlen(&redis), 1);
+    eventually("the live entries are re-published", || xlen(&redis) >= 3).await;
+
+    let late = node(&redis.url()).await;
+    for (what, t) in [
+        ("the session in the snapshot", &old),
+        ("the logged-out session", &s),
+        ("the bumped user", &u),
+    ] {
+        eventually(what, || revoked(&late, &t.token)).await;
+    }
+    eventually("all synced", || {
+        [&a, &b, &late]
+            .iter()
+            .all(|n| n.backend.sync_status().synced)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_to_empty_is_not_taken_for_data_loss() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
+    let (s, u) = two_revocations(&a).await;
+    eventually("B learns both", || {
+        revoked(&b, &s.token) && revoked(&b, &u.token)
+    })
+    .await;
+
+    let trimmed: u64 = redis::cmd("XTRIM")
+        .arg(EVENTS)
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(trimmed, 2);
+    // The stream now exists with no entries and its last generated id unchanged. A node that
+    // took this for a loss would re-publish the two live entries it holds, and the stream would
+    // grow again; nothing else writes to it here. Each node probes at least once per blocking
+    // read (200 ms here), so 1 s covers several probes by both.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(xlen(&redis), 0, "a node re-published after a trim");
+    assert!(a.backend.sync_status().synced && b.backend.sync_status().synced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reconnect_the_next_outage_is_retried_quickly_again() {
+    let Some(mut redis) = support::redis::start() else {
+        return;
+    };
+    let mut c = config(&redis.url(), Duration::from_secs(3600));
+    c.max_backoff = Duration::from_secs(3);
+    let a = RedisRevocations::connect(c).await.unwrap();
+    assert!(a.sync_status().synced);
+
+    // A first outage long enough for the backoff to reach its cap: attempts at 50, 150, 350,
+    // 750 and 1550 ms fail, and the next sleep is already 1.6 s (then 3 s).
+    redis.kill();
+    eventually("A notices", || !a.sync_status().synced).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    redis.restart_empty();
+    eventually("A reconnects", || a.sync_status().synced).await;
+
+    // A second, short outage: after a connection that worked, the backoff starts over at
+    // 50 ms, so A is back within a few hundred ms. Without the reset it would first sleep the
+    // whole 3 s cap.
+    redis.kill();
+    eventually("A notices again", || !a.sync_status().synced).await;
+    redis.restart_empty();
+    let restarted = Instant::now();
+    eventually("A reconnects again", || a.sync_status().synced).await;
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "reconnected {took:?} after the restart"
+    );
 }

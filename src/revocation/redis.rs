@@ -18,10 +18,26 @@
 //!   within `op_timeout`. When Redis does not take a write, the call returns
 //!   [`RevocationError::Unavailable`], the revocation stays enforced locally, and the sync task
 //!   retries it until Redis accepts it.
-//! - **Data loss**: `<prefix>{<tag>}:epoch` holds a random value set once. A node that finds it
-//!   missing or changed (restart without persistence, `FLUSHALL`, failover to an empty replica)
-//!   re-publishes every live entry it holds and replays the stream from the start, so a node
-//!   started afterwards still learns every revocation in force.
+//! - **Data loss**: when Redis comes back without (some of) the events, every node that notices
+//!   re-publishes every live entry it holds and replays the stream from the start (reported not
+//!   caught up until that replay completes), so a node started afterwards still learns every
+//!   revocation in force. Once per loop iteration (at most once per `block`), one Lua call
+//!   (`PROBE`) reads the two things that can show a loss:
+//!   - the **epoch**, `<prefix>{<tag>}:epoch`, a random value set once (`SET NX`): missing or
+//!     different from the one this node adopted means Redis lost everything or was replaced
+//!     (restart without persistence, `FLUSHALL`, failover to an empty replica);
+//!   - the **stream's `last-generated-id`** (`XINFO STREAM`), compared numerically as `ms-seq`
+//!     with the id of the last event this node applied. Once a node has applied an event
+//!     (its id is above `0-0`), the stream key being gone (`DEL`, eviction under an
+//!     `allkeys-*` policy) or its last generated id being below that id (restore from an older
+//!     snapshot, failover to a lagging replica that kept the epoch key) is a loss. A stream
+//!     trimmed to no entries still exists and keeps its last generated id, so trimming is not
+//!     a loss; nor is an absent stream on a node that has applied nothing (fresh deployment).
+//!
+//!   A re-publish cut short by a dropped connection is redone after reconnecting.
+//! - The sync task reconnects with exponential backoff capped at `max_backoff`; the backoff
+//!   starts over after a connection that completed a read, so each new outage is retried
+//!   quickly at first.
 //! - All keys share one hash tag, so the Lua script's keys live in one slot and the layout works
 //!   unchanged on Redis Cluster.
 
@@ -70,6 +86,26 @@ redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'k', 'u', 'id', ARGV[2], '
 return vs
 ";
 
+/// Reads, in one round trip, what the sync loop needs to detect data loss: the epoch (nil when
+/// missing) and the events stream's last generated id (nil when the stream key does not exist;
+/// `pcall` turns the error `XINFO` raises for a missing key into that nil).
+///
+/// KEYS: epoch, events
+const PROBE: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+local last = false
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[2])
+if ok then
+  for i = 1, #info - 1, 2 do
+    if info[i] == 'last-generated-id' then
+      last = info[i + 1]
+      break
+    end
+  end
+end
+return {epoch, last}
+";
+
 /// How to reach Redis and name the keys.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
@@ -82,11 +118,12 @@ pub struct RedisConfig {
     /// The engine's absolute timeout: the stream keeps events this long.
     pub absolute_timeout: Duration,
     /// How long one blocking read waits for new events (default 1 s); also how often the node
-    /// checks the epoch when nothing happens.
+    /// checks for data loss (epoch and stream, see the module docs) when nothing happens.
     pub block: Duration,
     /// Longest a request waits for Redis to take a write (default 500 ms).
     pub op_timeout: Duration,
-    /// Cap of the reconnect backoff (default 2 s).
+    /// Cap of the reconnect backoff (default 2 s). The backoff starts at 50 ms, doubles on each
+    /// failed attempt, and starts over after a connection that completed a read.
     pub max_backoff: Duration,
     /// How long [`RedisRevocations::connect`] waits for the first replay (default 3 s). When
     /// Redis is unreachable the node starts unsynced and keeps trying.
@@ -382,13 +419,80 @@ impl Shared {
     }
 }
 
-/// Replays, then tails the stream; reconnects with capped exponential backoff.
+/// Why a node re-publishes what it holds: the signal that showed Redis lost data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loss {
+    /// The epoch key is missing or differs from the one adopted (or none was adopted yet).
+    Epoch,
+    /// The events stream is gone although this node had applied events from it.
+    StreamGone,
+    /// The stream's last generated id is below the id of the last event applied here.
+    IdsWentBack,
+}
+
+impl Loss {
+    fn signal(self) -> &'static str {
+        match self {
+            Loss::Epoch => "epoch key missing or changed",
+            Loss::StreamGone => "events stream missing",
+            Loss::IdsWentBack => "stream ids went backwards",
+        }
+    }
+}
+
+/// A stream id `ms-seq` as a pair, so ids compare numerically (`9-0` < `10-0`).
+fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// What the stream's state says, given the id of the last event this node applied (`0-0` when
+/// none) and the stream's last generated id (`None` when the key does not exist).
+fn stream_loss(applied: &str, last_generated: Option<&str>) -> Option<Loss> {
+    let applied = parse_stream_id(applied)?;
+    if applied == (0, 0) {
+        // Nothing applied yet: an absent or empty stream is a fresh deployment.
+        return None;
+    }
+    match last_generated {
+        None => Some(Loss::StreamGone),
+        // Trimming never lowers the last generated id; only a lost or older copy of the stream
+        // does. An id this build cannot parse is not taken as a loss.
+        Some(id) => match parse_stream_id(id) {
+            Some(generated) if generated < applied => Some(Loss::IdsWentBack),
+            _ => None,
+        },
+    }
+}
+
+/// What the sync task keeps across connections.
+struct SyncState {
+    /// Id of the last stream entry applied (`0-0`: none; the next read replays from the start).
+    last_id: String,
+    /// The epoch adopted from Redis; `None` until the first connection.
+    epoch: Option<String>,
+    /// A loss detected whose re-publish has not completed yet; redone after reconnecting.
+    owed: Option<Loss>,
+    /// The current connection completed a read (then the backoff starts over).
+    read_ok: bool,
+}
+
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Replays, then tails the stream; reconnects with capped exponential backoff, which starts over
+/// after a connection that completed a read.
 async fn sync_loop(shared: Arc<Shared>) {
-    let mut backoff = Duration::from_millis(50);
-    let mut last_id = "0-0".to_string();
-    let mut epoch: Option<String> = None;
+    let initial = INITIAL_BACKOFF.min(shared.config.max_backoff);
+    let mut backoff = initial;
+    let mut state = SyncState {
+        last_id: "0-0".to_string(),
+        epoch: None,
+        owed: None,
+        read_ok: false,
+    };
     loop {
-        match sync_session(&shared, &mut last_id, &mut epoch).await {
+        state.read_ok = false;
+        match sync_session(&shared, &mut state).await {
             Ok(()) => {}
             Err(e) => {
                 if shared.connected.swap(false, Ordering::Relaxed) {
@@ -397,17 +501,16 @@ async fn sync_loop(shared: Arc<Shared>) {
                 shared.caught_up.store(false, Ordering::Relaxed);
             }
         }
+        if state.read_ok {
+            backoff = initial;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(shared.config.max_backoff);
     }
 }
 
 /// One connected stretch of the sync loop; returns when the connection fails.
-async fn sync_session(
-    shared: &Shared,
-    last_id: &mut String,
-    epoch: &mut Option<String>,
-) -> redis::RedisResult<()> {
+async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisResult<()> {
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(shared.config.op_timeout))
         .set_response_timeout(Some(shared.config.block + Duration::from_secs(2)));
@@ -420,9 +523,21 @@ async fn sync_session(
     }
     let block_ms = usize::try_from(duration_ms(shared.config.block)).unwrap_or(1000);
     loop {
-        // Epoch: detects a Redis that came back without our data.
-        let current: Option<String> = conn.get(&shared.keys.epoch).await?;
-        if current.is_none() || current != *epoch {
+        // Detects a Redis that came back without (some of) our data; see the module docs.
+        let (current, last_generated): (Option<String>, Option<String>) = redis::cmd("EVAL")
+            .arg(PROBE)
+            .arg(2)
+            .arg(&shared.keys.epoch)
+            .arg(&shared.keys.events)
+            .query_async(&mut conn)
+            .await?;
+        let loss = state
+            .owed
+            .or_else(|| (current.is_none() || current != state.epoch).then_some(Loss::Epoch))
+            .or_else(|| stream_loss(&state.last_id, last_generated.as_deref()));
+        if let Some(loss) = loss {
+            state.owed = Some(loss);
+            shared.caught_up.store(false, Ordering::Relaxed);
             let fresh = format!("{:032x}", rand::random::<u128>());
             let _: () = redis::cmd("SET")
                 .arg(&shared.keys.epoch)
@@ -432,12 +547,13 @@ async fn sync_session(
                 .await?;
             let adopted: Option<String> = conn.get(&shared.keys.epoch).await?;
             let republished = shared.republish(&mut conn).await?;
-            if epoch.is_some() {
-                tracing::warn!(target: "sealed_sessions::sync", republished, "Redis lost its revocation data; re-published the live entries held here");
+            // The first adoption of an epoch is a start, not a loss.
+            if loss != Loss::Epoch || state.epoch.is_some() {
+                tracing::warn!(target: "sealed_sessions::sync", republished, signal = loss.signal(), "Redis lost its revocation data; re-published the live entries held here");
             }
-            *epoch = adopted;
-            *last_id = "0-0".into();
-            shared.caught_up.store(false, Ordering::Relaxed);
+            state.epoch = adopted;
+            state.last_id = "0-0".into();
+            state.owed = None;
         }
         if !shared.pending.lock().is_empty() && shared.flush_pending().await.is_err() {
             return Err(redis::RedisError::from((
@@ -447,8 +563,9 @@ async fn sync_session(
         }
         let opts = StreamReadOptions::default().count(1000).block(block_ms);
         let reply: Option<StreamReadReply> = conn
-            .xread_options(&[&shared.keys.events], &[last_id.as_str()], &opts)
+            .xread_options(&[&shared.keys.events], &[state.last_id.as_str()], &opts)
             .await?;
+        state.read_ok = true;
         shared
             .last_contact_ms
             .store(shared.now().0, Ordering::Relaxed);
@@ -456,7 +573,7 @@ async fn sync_session(
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in key.ids {
                 shared.apply(&entry.map);
-                *last_id = entry.id;
+                state.last_id = entry.id;
                 n += 1;
             }
         }
@@ -571,5 +688,42 @@ impl RevocationBackend for RedisRevocations {
             synced,
             lag_ms: s.now().0.saturating_sub(last),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Loss, parse_stream_id, stream_loss};
+
+    #[test]
+    fn stream_ids_compare_as_numbers() {
+        assert_eq!(parse_stream_id("10-0"), Some((10, 0)));
+        assert!(parse_stream_id("9-0") < parse_stream_id("10-0"));
+        assert!(parse_stream_id("5-10") > parse_stream_id("5-9"));
+        assert_eq!(parse_stream_id("oops"), None);
+        assert_eq!(parse_stream_id("1-x"), None);
+    }
+
+    #[test]
+    fn stream_loss_signals() {
+        // Nothing applied: neither an absent nor an empty stream is a loss.
+        assert_eq!(stream_loss("0-0", None), None);
+        assert_eq!(stream_loss("0-0", Some("0-0")), None);
+        // Applied something, stream gone.
+        assert_eq!(stream_loss("1700000000000-3", None), Some(Loss::StreamGone));
+        // Ids went backwards, numerically (as strings, "999-0" > "1000-0").
+        assert_eq!(
+            stream_loss("1000-0", Some("999-0")),
+            Some(Loss::IdsWentBack)
+        );
+        assert_eq!(
+            stream_loss("1000-5", Some("1000-4")),
+            Some(Loss::IdsWentBack)
+        );
+        // Same or later last generated id (including a stream trimmed to no entries).
+        assert_eq!(stream_loss("1000-5", Some("1000-5")), None);
+        assert_eq!(stream_loss("999-0", Some("1000-0")), None);
+        // Unparsable ids are not taken as a loss.
+        assert_eq!(stream_loss("1000-0", Some("?")), None);
     }
 }
