@@ -7,34 +7,44 @@
 //! plain text is turned into our JSON error. A request with no body (every `GET /me`) goes
 //! straight to the inner service: no wrapping, no boxed future, no extension.
 //!
+//! A body must also arrive whole within the read timeout (`--body-read-timeout`, counted from
+//! when the request's head arrived): a client that declares a body and then trickles it, or
+//! stops, gets 408 `BODY_TIMEOUT` (JSON, connection closed) instead of holding a handler for as
+//! long as it likes. The header-read timeout covers only the head.
+//!
 //! The same work used to be three stacked layers (axum's `DefaultBodyLimit`, tower-http's
 //! `RequestBodyLimitLayer`, a `map_response` for the JSON 413) that every request paid for.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::body::Body;
+use axum::BoxError;
+use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
-use http_body::Body as _;
+use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::Limited;
 use tower::{Layer, Service};
 
 use super::routes::error_response;
 
-/// Caps request bodies at `max` bytes (see the module docs).
+/// Caps request bodies at `max` bytes and at `read_timeout` to arrive (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimitLayer {
     max: usize,
+    read_timeout: Duration,
 }
 
 impl BodyLimitLayer {
-    /// A limit of `max` bytes.
-    pub fn new(max: usize) -> BodyLimitLayer {
-        BodyLimitLayer { max }
+    /// A limit of `max` bytes, to arrive within `read_timeout`.
+    pub fn new(max: usize, read_timeout: Duration) -> BodyLimitLayer {
+        BodyLimitLayer { max, read_timeout }
     }
 }
 
@@ -44,6 +54,7 @@ impl<S> Layer<S> for BodyLimitLayer {
         BodyLimit {
             inner,
             max: self.max,
+            read_timeout: self.read_timeout,
         }
     }
 }
@@ -53,6 +64,70 @@ impl<S> Layer<S> for BodyLimitLayer {
 pub struct BodyLimit<S> {
     inner: S,
     max: usize,
+    read_timeout: Duration,
+}
+
+/// The body did not arrive within the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within the read timeout")]
+struct BodyTimedOut;
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyTimedOut`] once its deadline passes before it has
+    /// arrived whole, and says so through `fired`.
+    struct Deadline<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        fired: Arc<AtomicBool>,
+    }
+}
+
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        if this.sleep.poll(cx).is_ready() {
+            this.fired.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(BodyTimedOut.into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn timed_out() -> Response {
+    let mut resp = error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        "BODY_TIMEOUT",
+        "request body not received in time",
+    );
+    // The rest of the body will not be read: the connection cannot carry another request.
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -129,7 +204,13 @@ where
             };
         }
         let max = self.max;
-        let req = req.map(|body| Body::new(Limited::new(body, max)));
+        let fired = Arc::new(AtomicBool::new(false));
+        let deadline = |body| Deadline {
+            inner: body,
+            sleep: tokio::time::sleep(self.read_timeout),
+            fired: fired.clone(),
+        };
+        let req = req.map(|body| Body::new(Limited::new(deadline(body), max)));
         // The instance that was polled ready is the one to call; leave a fresh clone behind.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
@@ -137,6 +218,9 @@ where
         LimitFuture::Boxed {
             inner: Box::pin(async move {
                 let resp = limited.call(req).await?;
+                if fired.load(Ordering::Relaxed) {
+                    return Ok(timed_out());
+                }
                 Ok(json_413(resp))
             }),
         }
@@ -155,7 +239,7 @@ mod tests {
         Router::new()
             .route("/echo", post(|body: String| async move { body }))
             .route("/get", get(|| async { "reached" }))
-            .layer(BodyLimitLayer::new(max))
+            .layer(BodyLimitLayer::new(max, Duration::from_secs(10)))
     }
 
     /// A body of `n` bytes in two frames with no length known up front (as a chunked upload
@@ -218,6 +302,57 @@ mod tests {
         let (status, body, _) = call(app(16), req).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert!(body.contains("PAYLOAD_TOO_LARGE"), "{body}");
+    }
+
+    /// A body that sends `first` and then nothing more, never ending (a client that stalls).
+    fn stalled(first: &'static [u8]) -> Body {
+        struct Stall(Option<axum::body::Bytes>);
+        impl http_body::Body for Stall {
+            type Data = axum::body::Bytes;
+            type Error = std::io::Error;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+                match self.0.take() {
+                    Some(b) => Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+                    None => Poll::Pending,
+                }
+            }
+        }
+        Body::new(Stall(Some(axum::body::Bytes::from_static(first))))
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_gets_the_json_408_after_the_read_timeout() {
+        let app = Router::new()
+            .route("/echo", post(|body: String| async move { body }))
+            .layer(BodyLimitLayer::new(1024, Duration::from_millis(100)));
+        let req = Request::post("/echo")
+            .header(header::CONTENT_LENGTH, "10")
+            .body(stalled(b"{\"a\""))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let resp = app.oneshot(req).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "BODY_TIMEOUT");
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_never_reads_the_body_is_not_cut_off() {
+        // The deadline only bites while the body is being read.
+        let app = Router::new()
+            .route("/ignore", post(|| async { "answered" }))
+            .layer(BodyLimitLayer::new(1024, Duration::from_millis(1)));
+        let req = Request::post("/ignore").body(stalled(b"x")).unwrap();
+        let (status, body, _) = call(app, req).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "answered"));
     }
 
     #[tokio::test]

@@ -129,6 +129,11 @@ pub struct ServeConfig {
     #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Time a client has to send a request's whole body, counted from its head: slower bodies
+    /// get 408 and the connection is closed.
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
     /// Password verifications run in parallel (argon2id uses 19 MiB and one core each); further
     /// logins wait. Default: the number of CPUs.
     #[arg(long, value_name = "N", env = "SEALED_SESSIONS_LOGIN_CONCURRENCY", default_value_t = default_login_concurrency(), value_parser = parse_concurrency)]
@@ -205,6 +210,9 @@ impl ServeConfig {
     pub fn check(&self) -> anyhow::Result<()> {
         if self.header_read_timeout.is_zero() {
             bail!("--header-read-timeout must be greater than zero");
+        }
+        if self.body_read_timeout.is_zero() {
+            bail!("--body-read-timeout must be greater than zero");
         }
         Ok(())
     }
@@ -513,6 +521,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(c.max_body_bytes, 16 * 1024);
         assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(10));
         assert!(c.login_concurrency >= 1);
         let e = c.engine_config().unwrap();
         assert_eq!(e.idle_timeout(), Duration::from_secs(30 * 60));
@@ -623,10 +632,19 @@ mod tests {
     }
 
     #[test]
-    fn zero_header_read_timeout_is_refused() {
-        let c = parse(&["--header-read-timeout", "0s"]).unwrap();
-        assert!(c.check().is_err());
+    fn zero_read_timeouts_are_refused() {
+        for flag in ["--header-read-timeout", "--body-read-timeout"] {
+            let c = parse(&[flag, "0s"]).unwrap();
+            let err = c.check().unwrap_err().to_string();
+            assert!(err.contains(flag), "{err}");
+        }
         parse(&[]).unwrap().check().unwrap();
+        assert_eq!(
+            parse(&["--body-read-timeout", "500ms"])
+                .unwrap()
+                .body_read_timeout,
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

@@ -60,10 +60,21 @@ pub struct AppStateInner {
     pub throttle: LoginThrottle,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Request bodies must arrive whole within this, else 408.
+    pub body_read_timeout: Duration,
     /// Fail closed (503) once the revocation list has been out of sync this long.
     pub max_staleness: Option<Duration>,
     /// Each user's live sessions (listing, concurrent-session limit).
     pub index: Arc<dyn SessionIndex>,
+}
+
+/// The request body limits (`--max-body-bytes`, `--body-read-timeout`).
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Larger bodies get 413.
+    pub max_bytes: usize,
+    /// Bodies not received whole within this get 408.
+    pub read_timeout: Duration,
 }
 
 impl AppState {
@@ -77,7 +88,7 @@ impl AppState {
         options: LayerOptions,
         verifier: PasswordVerifier,
         throttle: LoginThrottle,
-        max_body_bytes: usize,
+        body: BodyLimits,
         max_staleness: Option<Duration>,
         index: Arc<dyn SessionIndex>,
     ) -> anyhow::Result<AppState> {
@@ -87,7 +98,8 @@ impl AppState {
             layer,
             verifier,
             throttle,
-            max_body_bytes,
+            max_body_bytes: body.max_bytes,
+            body_read_timeout: body.read_timeout,
             max_staleness,
             index,
         })))
@@ -132,13 +144,13 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 /// through the session layer too: without a cookie that costs nothing, and a dead cookie sent
 /// to the page gets cleared there as anywhere else.
 pub fn finish(router: Router<AppState>, state: AppState) -> App {
-    let limit = state.max_body_bytes;
+    let limit = BodyLimitLayer::new(state.max_body_bytes, state.body_read_timeout);
     let session = state.layer.clone();
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    BodyLimitLayer::new(limit).layer(session.layer(router))
+    limit.layer(session.layer(router))
 }
 
 /// A JSON error body `{"error": message, "code": CODE}` with `status`.
@@ -260,7 +272,10 @@ pub(crate) mod tests {
             LayerOptions::default(),
             PasswordVerifier::new(users, 1),
             LoginThrottle::new(ThrottleConfig::default()),
-            max_body_bytes,
+            BodyLimits {
+                max_bytes: max_body_bytes,
+                read_timeout: Duration::from_secs(10),
+            },
             None,
             Arc::new(sealed_sessions::session_index::MemorySessionIndex::new(
                 None,

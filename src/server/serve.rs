@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use super::config::{LogFormat, ServeConfig};
-use super::routes::{AppState, build_router};
+use super::routes::{AppState, BodyLimits, build_router};
 use super::throttle::{LoginThrottle, ThrottleConfig};
 use super::users::{DEMO_USERS, PasswordVerifier, UserStore};
 use super::{ServerOptions, keys_bootstrap, run_with};
@@ -93,7 +93,10 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
             options,
             PasswordVerifier::new(Arc::new(users), config.login_concurrency),
             LoginThrottle::new(ThrottleConfig::default()),
-            config.max_body_bytes,
+            BodyLimits {
+                max_bytes: config.max_body_bytes,
+                read_timeout: config.body_read_timeout,
+            },
             config.max_staleness,
             index,
         )?;
