@@ -34,11 +34,12 @@ async fn node(url: &str) -> Node {
 }
 
 async fn node_with(url: &str, absolute: Duration) -> Node {
-    let backend = Arc::new(
-        RedisRevocations::connect(config(url, absolute))
-            .await
-            .unwrap(),
-    );
+    node_from(config(url, absolute)).await
+}
+
+async fn node_from(config: RedisConfig) -> Node {
+    let absolute = config.absolute_timeout;
+    let backend = Arc::new(RedisRevocations::connect(config).await.unwrap());
     let engine_config = EngineConfig::builder()
         .absolute_timeout(absolute)
         .idle_timeout(absolute.min(Duration::from_secs(1800)))
@@ -55,8 +56,13 @@ async fn node_with(url: &str, absolute: Duration) -> Node {
 }
 
 /// Polls until `f` holds, for at most 5 s.
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+async fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(5), f).await;
+}
+
+/// Polls until `f` holds, for at most `limit`.
+async fn eventually_within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f() {
             return;
@@ -416,4 +422,51 @@ async fn after_a_reconnect_the_next_outage_is_retried_quickly_again() {
         took < Duration::from_millis(1500),
         "reconnected {took:?} after the restart"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowing_retry_queue_is_bounded_and_replaced_by_a_republish() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let mut c = config(&redis.url(), Duration::from_secs(3600));
+    c.max_pending = 3;
+    let a = node_from(c).await;
+    let sessions = [
+        a.engine.issue("u1", String::new(), None).await.unwrap(),
+        a.engine.issue("u2", String::new(), None).await.unwrap(),
+        a.engine.issue("u3", String::new(), None).await.unwrap(),
+        a.engine.issue("u4", String::new(), None).await.unwrap(),
+        a.engine.issue("u5", String::new(), None).await.unwrap(),
+    ];
+    // Redis stays up with its data but takes no writes for a while (no restart, so no epoch
+    // change: only the retry path can bring these revocations to Redis).
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("WRITE")
+        .query(&mut redis.conn())
+        .unwrap();
+    for s in &sessions {
+        assert!(a.engine.logout(&s.session).await.is_err());
+        assert!(revoked(&a, &s.token));
+        assert!(
+            a.backend.pending_writes() <= 3,
+            "{}",
+            a.backend.pending_writes()
+        );
+    }
+    assert!(!a.backend.sync_status().synced);
+    // Once writes are taken again, a node started afterwards learns all five.
+    eventually_within("A synced", Duration::from_secs(10), || {
+        a.backend.sync_status().synced
+    })
+    .await;
+    let late = node(&redis.url()).await;
+    for s in &sessions {
+        eventually("the late node learns each logout", || {
+            revoked(&late, &s.token)
+        })
+        .await;
+    }
 }

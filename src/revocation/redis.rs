@@ -128,6 +128,11 @@ pub struct RedisConfig {
     /// How long [`RedisRevocations::connect`] waits for the first replay (default 3 s). When
     /// Redis is unreachable the node starts unsynced and keeps trying.
     pub startup_wait: Duration,
+    /// Most writes kept for retry while Redis does not take them (default 10,000). Past that,
+    /// the queue is dropped and the node re-publishes every live entry once Redis takes writes
+    /// again: the local list holds every one of them, so nothing is lost and memory stays
+    /// bounded however long the outage.
+    pub max_pending: usize,
 }
 
 impl RedisConfig {
@@ -142,6 +147,7 @@ impl RedisConfig {
             op_timeout: Duration::from_millis(500),
             max_backoff: Duration::from_secs(2),
             startup_wait: Duration::from_secs(3),
+            max_pending: 10_000,
         }
     }
 
@@ -213,8 +219,10 @@ struct Shared {
     writer: LazyConn,
     config: RedisConfig,
     clock: Arc<dyn Clock>,
-    // Writes Redis has not accepted yet, retried by the sync task.
+    // Writes Redis has not accepted yet, retried by the sync task (at most `max_pending`).
     pending: Mutex<Vec<Pending>>,
+    // The pending queue overflowed and was dropped: re-publish everything live instead.
+    republish_owed: AtomicBool,
     connected: AtomicBool,
     caught_up: AtomicBool,
     last_contact_ms: AtomicU64,
@@ -274,6 +282,7 @@ impl RedisRevocations {
             clock,
             config,
             pending: Mutex::new(Vec::new()),
+            republish_owed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
             last_contact_ms: AtomicU64::new(0),
@@ -389,6 +398,20 @@ impl Shared {
             pipe.query_async::<()>(conn).await?;
         }
         Ok(n)
+    }
+
+    /// Keeps a write Redis did not take for the sync task to retry; past `max_pending`, drops
+    /// the queue and owes a re-publish of everything live instead (see [`RedisConfig`]).
+    fn defer(&self, p: Pending) {
+        let mut pending = self.pending.lock();
+        if pending.len() < self.config.max_pending {
+            pending.push(p);
+            return;
+        }
+        pending.clear();
+        if !self.republish_owed.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "sealed_sessions::sync", max_pending = self.config.max_pending, "too many revocations waiting for Redis; every live entry will be re-published when it is back");
+        }
     }
 
     async fn flush_pending(&self) -> Result<(), RevocationError> {
@@ -555,6 +578,17 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
             state.last_id = "0-0".into();
             state.owed = None;
         }
+        if shared.republish_owed.swap(false, Ordering::Relaxed) {
+            match shared.republish(&mut conn).await {
+                Ok(republished) => {
+                    tracing::info!(target: "sealed_sessions::sync", republished, "re-published the live entries after the retry queue overflowed");
+                }
+                Err(e) => {
+                    shared.republish_owed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
         if !shared.pending.lock().is_empty() && shared.flush_pending().await.is_err() {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
@@ -627,7 +661,7 @@ impl RevocationBackend for RedisRevocations {
             match self.shared.send(self.shared.record_cmd(&p)).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
-                    self.shared.pending.lock().push(p);
+                    self.shared.defer(p);
                     Err(e)
                 }
             }
@@ -662,7 +696,7 @@ impl RevocationBackend for RedisRevocations {
                     Ok(v)
                 }
                 Err(e) => {
-                    self.shared.pending.lock().push(Pending::Version {
+                    self.shared.defer(Pending::Version {
                         user: user_id.to_owned(),
                         version: proposal,
                         until,
@@ -681,7 +715,8 @@ impl RevocationBackend for RedisRevocations {
         let s = &self.shared;
         let synced = s.connected.load(Ordering::Relaxed)
             && s.caught_up.load(Ordering::Relaxed)
-            && s.pending.lock().is_empty();
+            && s.pending.lock().is_empty()
+            && !s.republish_owed.load(Ordering::Relaxed);
         let last = s.last_contact_ms.load(Ordering::Relaxed).max(s.started_ms);
         SyncStatus {
             backend: "redis",
