@@ -474,6 +474,92 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
     }
 }
 
+/// The server's audit events so far (JSON log lines on the `sealed_sessions::audit` target)
+/// whose `event` field is `name`.
+fn audit_events(s: &Server, name: &str) -> Vec<serde_json::Value> {
+    s.logs()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .filter(|v| v["target"] == "sealed_sessions::audit" && v["fields"]["event"] == name)
+        .collect()
+}
+
+/// Password guessing against one account, as the audit log shows it: each failure is a
+/// `login_failed` event, the fifth within a minute completes a burst and raises one warn-level
+/// `anomaly` event, and the attempt the per-username limit then refuses is a `throttled` event.
+/// No password reaches the log.
+#[test]
+fn a_burst_of_failed_logins_raises_an_anomaly_and_the_refused_attempt_is_audited_as_throttled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let right_pw = "right-pw-Fq3Lm8Rz2K";
+    let (keys, users, _) = setup(tmp.path(), right_pw);
+    let s = server(
+        &keys,
+        &users,
+        &["--log-format", "json"],
+        // Audit events only (and warnings from elsewhere), as an audit log would be routed.
+        &[("RUST_LOG", "warn,sealed_sessions::audit=info")],
+    );
+    let wrong: Vec<String> = (0..5).map(|i| format!("wrong-pw-{i}-Vt6Qe1")).collect();
+    for (i, pw) in wrong.iter().enumerate() {
+        let r = post_json(
+            &s,
+            "/login",
+            None,
+            json!({"username": "carol", "password": pw}),
+        );
+        assert_eq!(r.code(), "INVALID_CREDENTIALS", "{r:?}");
+        // The handler logs before it answers, so the log is complete here.
+        assert_eq!(audit_events(&s, "login_failed").len(), i + 1);
+        if i < 4 {
+            assert!(
+                audit_events(&s, "anomaly").is_empty(),
+                "anomaly after {} failures",
+                i + 1
+            );
+        }
+    }
+    for e in audit_events(&s, "login_failed") {
+        assert_eq!(e["level"], "INFO", "{e}");
+        assert_eq!(e["fields"]["user"], "carol", "{e}");
+        assert_eq!(e["fields"]["ip"], "127.0.0.1", "{e}");
+    }
+    let anomalies = audit_events(&s, "anomaly");
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    let a = &anomalies[0];
+    assert_eq!(a["level"], "WARN", "{a}");
+    assert_eq!(a["fields"]["kind"], "login_failed", "{a}");
+    assert_eq!(a["fields"]["user"], "carol", "{a}");
+    assert_eq!(a["fields"]["count"], 5, "{a}");
+    assert_eq!(a["fields"]["window_secs"], 60, "{a}");
+
+    // The sixth attempt, with the right password, is refused by the per-username limit.
+    let r = post_json(
+        &s,
+        "/login",
+        None,
+        json!({"username": "carol", "password": right_pw}),
+    );
+    assert_eq!((r.status, r.code().as_str()), (429, "TOO_MANY_ATTEMPTS"));
+    let throttled = audit_events(&s, "throttled");
+    assert_eq!(throttled.len(), 1, "{throttled:?}");
+    let t = &throttled[0];
+    assert_eq!(t["level"], "INFO", "{t}");
+    assert_eq!(t["fields"]["key"], "carol", "{t}");
+    assert_eq!(t["fields"]["ip"], "127.0.0.1", "{t}");
+    // A refused attempt is not a failed password check: no new failure, no second burst.
+    assert_eq!(audit_events(&s, "login_failed").len(), 5);
+    assert_eq!(audit_events(&s, "anomaly").len(), 1);
+
+    let logs = s.stop().logs;
+    for pw in wrong.iter().map(String::as_str).chain([right_pw]) {
+        assert!(!logs.contains(pw), "password {pw} in the logs: {logs}");
+    }
+}
+
 /// The live session cookie a response sets (`name=value`); its token is added to `tokens`.
 fn take_cookie(r: &Resp, tokens: &mut Vec<String>) -> String {
     let c = r

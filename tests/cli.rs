@@ -1,5 +1,5 @@
 //! The `sealed-sessions` binary, run as an operator would: `hash-password`, `keygen`,
-//! `keys list`, and `serve` over real TCP with SIGTERM.
+//! `keys list`, and `serve` over real TCP with SIGTERM and SIGINT.
 
 #![allow(clippy::unwrap_used)]
 
@@ -230,6 +230,61 @@ fn keygen_writes_a_private_key_file_and_keys_list_shows_id_and_primary_but_no_by
     }
 }
 
+/// The AGE column of the `keys list` row for `id`, parsed back into a duration: the row is
+/// `ID [*] AGE… MODE SOURCE`, and an age is one or more `<number><unit>` words.
+fn listed_age(listing: &str, id: &str) -> Duration {
+    let line = listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .unwrap_or_else(|| panic!("no {id}: {listing}"));
+    let age: Vec<&str> = line
+        .split_whitespace()
+        .skip(1)
+        .skip_while(|w| *w == "*")
+        .take_while(|w| {
+            w.starts_with(|c: char| c.is_ascii_digit()) && w.ends_with(|c: char| c.is_alphabetic())
+        })
+        .collect();
+    assert!(!age.is_empty(), "no age for {id}: {line}");
+    humantime::parse_duration(&age.join(" ")).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[test]
+fn keys_list_shows_each_key_files_age_from_its_modification_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let out = run(cmd()
+        .args(["keygen", "--primary", "--id", "old", "--dir"])
+        .arg(&dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(cmd().args(["keygen", "--id", "new", "--dir"]).arg(&dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The old key was last written 3 days and 2 hours ago.
+    let set_back = Duration::from_secs(3 * 86_400 + 2 * 3600);
+    let set_at = Instant::now();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("old.key"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - set_back)
+        .unwrap();
+
+    let out = run(cmd().args(["keys", "list", "--dir"]).arg(&dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    // Whole seconds, so the listed age lies between the age set and that plus the time since.
+    let slack = set_at.elapsed() + Duration::from_secs(1);
+    let old = listed_age(&listing, "old");
+    assert!(
+        old >= set_back && old <= set_back + slack,
+        "old key listed as {old:?}, set {set_back:?} ago: {listing}"
+    );
+    assert!(listing.contains("3days 2h"), "{listing}");
+    // The key just made is listed as just made.
+    let new = listed_age(&listing, "new");
+    assert!(new <= slack + Duration::from_secs(60), "{new:?}: {listing}");
+}
+
 fn keygen_not_primary(dir: &Path) {
     let out = run(cmd().args(["keygen", "--dir"]).arg(dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -446,6 +501,56 @@ fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
             assert_eq!(mode(&f), 0o600);
         }
     }
+}
+
+#[test]
+fn serve_exits_zero_on_sigint_after_stopping_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let port_file = tmp.path().join("addr");
+    let mut child = ChildGuard(
+        cmd()
+            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .arg("--keys")
+            .arg(&keys)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = wait_for_port_file(&port_file, &mut child);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+
+    // Ctrl-C in a terminal: SIGINT, not SIGTERM.
+    let kill = Command::new("kill")
+        .arg("-INT")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait_timeout(Duration::from_secs(15));
+    let err = child.stderr();
+    // Killed by the signal's default action, the process would have no exit code.
+    assert_eq!(status.code(), Some(0), "{status}: {err}");
+    // The interrupt is logged, connections drain, and the last line says it stopped.
+    let lines: Vec<&str> = err.lines().collect();
+    let interrupt = lines.iter().position(|l| l.contains("interrupt received"));
+    let drained = lines
+        .iter()
+        .position(|l| l.contains("all connections closed"));
+    assert!(
+        interrupt.is_some() && interrupt < drained,
+        "no interrupt, then drain: {err}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.trim_end().ends_with("stopped")),
+        "the last line is not the stop: {err}"
+    );
+    assert!(!err.contains("SIGTERM"), "{err}");
 }
 
 #[test]

@@ -8,8 +8,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sealed_sessions::clock::UnixMillis;
 use sealed_sessions::engine::Rejection;
-use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
+use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend, Revoked};
 use sealed_sessions::{EngineConfig, EngineError, Key, KeyId, KeyRing, SessionEngine};
 
 struct Node {
@@ -217,37 +218,169 @@ async fn a_node_started_after_redis_came_back_empty_enforces_earlier_revocations
     assert!(v.session.claims().version > u.session.claims().version);
 }
 
+/// Milliseconds since the epoch on the system clock (the one Redis and the engine use).
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The millisecond part of a stream id (`ms-seq`).
+fn id_ms(id: &str) -> u64 {
+    id.split_once('-').unwrap().0.parse().unwrap()
+}
+
+/// Four rounds of 200 logouts, 1.1 s apart, then a logout everywhere, under a 2-second absolute
+/// timeout. Redis trims the events stream by its own clock on every append (`MINID ~ now −
+/// absolute`): what is left is the newest events, in order, with every event still in force and
+/// at most one stream node of older ones. The per-user version key expires with its event. The
+/// node's local list, purged at a second between the expiries of rounds 1 and 2, drops exactly
+/// rounds 0 and 1 and still revokes rounds 2 and 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_stream_and_the_local_lists_stay_bounded_under_a_long_run_of_logouts() {
+async fn redis_trims_expired_events_and_the_local_purge_drops_exactly_the_expired() {
     let Some(redis) = support::redis::start() else {
         return;
     };
-    // A 2-second session lifetime makes trimming observable.
-    let a = node_with(&redis.url(), Duration::from_secs(2)).await;
+    let absolute = Duration::from_secs(2);
+    let absolute_ms: u64 = 2000;
+    // `MINID ~` removes whole stream nodes only, so entries older than the cut-off may stay in
+    // the first node; nodes of 10 entries (the default is 100) make that bound tight.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(10)
+        .query(&mut redis.conn())
+        .unwrap();
+    let a = node_with(&redis.url(), absolute).await;
+    // Per round, each logged-out session and when its logout returned (Redis had its event).
+    let mut rounds: Vec<Vec<(Issued, u64)>> = Vec::new();
     for round in 0..4 {
+        let mut this = Vec::new();
         for _ in 0..200 {
             let s = a.engine.issue("alice", String::new(), None).await.unwrap();
             a.engine.logout(&s.session).await.unwrap();
+            this.push((s, now_ms()));
         }
+        rounds.push(this);
         if round < 3 {
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
     }
+    a.engine.logout_everywhere("bob").await.unwrap();
+
     let mut conn = redis.conn();
-    let len: u64 = redis::cmd("XLEN")
-        .arg("test{ss}:events")
+    // The version key expires when its bump stops mattering: within the absolute timeout.
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("test{ss}:ver:bob")
         .query(&mut conn)
         .unwrap();
-    // 800 events written over ~3.3 s; only the last ~2 s (plus `~` trimming slack of one
-    // stream node, 100 entries) may remain.
-    assert!(len < 700, "stream holds {len} events");
-    // The local list forgets expired ids when it sweeps.
-    let purged = a
-        .backend
-        .local()
-        .purge_expired(sealed_sessions::clock::UnixMillis(u64::MAX / 2));
-    assert!(purged > 0);
-    assert_eq!(a.backend.stats().revoked_sessions, 0);
+    assert!(
+        pttl > 0 && pttl.unsigned_abs() <= absolute_ms,
+        "PTTL of bob's version key: {pttl}"
+    );
+
+    let stream: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(EVENTS)
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let field = |fields: &[String], name: &str| -> String {
+        fields
+            .chunks(2)
+            .find(|kv| kv[0] == name)
+            .map(|kv| kv[1].clone())
+            .unwrap_or_default()
+    };
+    let (last_id, last_fields) = stream.last().unwrap();
+    assert_eq!(
+        (field(last_fields, "k"), field(last_fields, "id")),
+        ("u".to_owned(), "bob".to_owned())
+    );
+    // The last append trimmed at its own time minus the absolute timeout (a few ms of margin:
+    // the script reads TIME, the id is stamped by XADD).
+    let cutoff = id_ms(last_id) - absolute_ms;
+    let margin = 5;
+    let logouts: Vec<&(Issued, u64)> = rounds.iter().flatten().collect();
+    let kept: Vec<String> = stream
+        .iter()
+        .filter(|(_, f)| field(f, "k") == "s")
+        .map(|(_, f)| field(f, "id"))
+        .collect();
+    // Trimmed from the head only: the session events left are the latest logouts, in order.
+    let latest: Vec<String> = logouts[logouts.len() - kept.len()..]
+        .iter()
+        .map(|(s, _)| s.session.id().to_string())
+        .collect();
+    assert_eq!(kept, latest, "the stream is not a suffix of the logouts");
+    // Trimmed: at least rounds 0 and 1 were recorded before the cut-off, and at most one
+    // stream node's worth of events older than it is left.
+    let recorded_before = logouts
+        .iter()
+        .filter(|(_, done)| *done + margin < cutoff)
+        .count();
+    assert!(
+        recorded_before >= 400,
+        "{recorded_before} before the cut-off"
+    );
+    let stale = stream
+        .iter()
+        .filter(|(id, _)| id_ms(id) + margin < cutoff)
+        .count();
+    assert!(
+        stale < 10,
+        "{stale} events older than the absolute timeout left of {} ({} written)",
+        stream.len(),
+        logouts.len() + 1
+    );
+    // Not over-trimmed: every logout of a session created after the cut-off (so recorded after
+    // it) is still there. The kept events are the newest logouts, so there must be at least as
+    // many of them.
+    let in_force = logouts
+        .iter()
+        .filter(|(s, _)| s.session.claims().created_at.0 >= cutoff + margin)
+        .count();
+    assert!(
+        in_force > 0,
+        "no logout after the cut-off: the rounds ran too slowly"
+    );
+    assert!(
+        kept.len() >= in_force,
+        "{} kept, {in_force} in force",
+        kept.len()
+    );
+
+    // The local list holds all 800 until swept (its lazy sweep runs at most once a minute).
+    let local = a.backend.local();
+    assert_eq!(a.backend.stats().revoked_sessions, 800);
+    // It keeps an entry while its expiry second (rounded up) is not past. Purge at the second
+    // after round 1's last expiry: round 2 started more than a second later, so its entries
+    // all expire at that second or after.
+    let until_secs = |(s, _): &(Issued, u64)| s.session.claims().expires_at.as_secs_ceil();
+    let purge_secs = rounds[1].iter().map(until_secs).max().unwrap() + 1;
+    assert!(rounds[2].iter().all(|s| until_secs(s) >= purge_secs));
+    let at = UnixMillis(purge_secs * 1000);
+    assert_eq!(local.purge_expired(at), 400);
+    let stats = a.backend.stats();
+    assert_eq!((stats.revoked_sessions, stats.user_versions), (400, 1));
+    for (round, sessions) in rounds.iter().enumerate() {
+        for (s, _) in sessions {
+            let held = local.check(&s.session.id(), "alice", u64::MAX, at);
+            if round < 2 {
+                assert_eq!(held, Ok(()), "round {round}: an expired entry was kept");
+            } else {
+                assert_eq!(
+                    held,
+                    Err(Revoked::Session),
+                    "round {round}: a live entry was dropped"
+                );
+            }
+        }
+    }
 }
 
 const EVENTS: &str = "test{ss}:events";

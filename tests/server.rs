@@ -25,6 +25,7 @@ const DEV_COOKIE: &str = "session";
 const PROD_COOKIE: &str = "__Host-session";
 const ALICE_PW: &str = "alice-password";
 const ADMIN_PW: &str = "admin-password";
+const X_FORWARDED_FOR: &str = "X-Forwarded-For";
 
 /// A client without a cookie store: tests send and read cookies themselves, so a cookie can be
 /// saved and replayed after the server told the browser to drop it.
@@ -456,6 +457,93 @@ async fn parallel_guesses_cannot_outrun_the_login_throttle() {
     login(&c, &srv, "alice", ALICE_PW)
         .await
         .assert_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS");
+}
+
+/// A login as relayed by a proxy on 127.0.0.1 that reports the client as `forwarded_for`.
+async fn login_via_proxy(
+    c: &Client,
+    srv: &Server,
+    forwarded_for: &str,
+    user: &str,
+    password: &str,
+) -> Reply {
+    send(
+        c.post(srv.url("/login"))
+            .header(X_FORWARDED_FOR, forwarded_for)
+            .json(&json!({"username": user, "password": password})),
+    )
+    .await
+}
+
+/// The per-IP limit's window (15 min), as `Retry-After` counts it.
+const THROTTLE_WINDOW_SECS: u64 = 15 * 60;
+
+#[tokio::test]
+async fn twenty_failures_across_usernames_lock_the_client_address_and_spare_other_addresses() {
+    // The server trusts the proxy on loopback, so the client address is the rightmost entry of
+    // X-Forwarded-For.
+    let srv = server::start(&[DEV, "--trusted-proxies", "127.0.0.1/32"]);
+    let c = client();
+    const SPRAYER: &str = "198.51.100.7";
+    let started = Instant::now();
+    // One failure per username, so the per-username limit (5) never applies: only the
+    // address's count (limit 20) grows. All twenty are let through to the password check.
+    for i in 0..20 {
+        login_via_proxy(&c, &srv, SPRAYER, &format!("spray-{i}"), "guess")
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+    }
+    // The next attempt from that address is refused, whatever the username — even a right
+    // password for an account with no failures — and a forged entry left of the proxy's does
+    // not change the address.
+    for (forwarded_for, user, password) in [
+        (SPRAYER, "spray-20", "guess"),
+        (SPRAYER, "alice", ALICE_PW),
+        ("203.0.113.9, 198.51.100.7", "admin", ADMIN_PW),
+    ] {
+        let r = login_via_proxy(&c, &srv, forwarded_for, user, password).await;
+        r.assert_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS");
+        r.assert_no_cookie();
+        // The window opened at the first failure, within the time this test has run.
+        let retry: u64 = r.headers[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        let ran = started.elapsed().as_secs() + 1;
+        assert!(
+            retry <= THROTTLE_WINDOW_SECS && retry + ran >= THROTTLE_WINDOW_SECS,
+            "Retry-After {retry} after {ran} s"
+        );
+    }
+    // Other addresses behind the same proxy are counted on their own: the neighbouring IPv4
+    // address (IPv4 is counted per address) is still let through to a password check, and
+    // alice logs in from elsewhere.
+    login_via_proxy(&c, &srv, "198.51.100.8", "spray-0", "guess")
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+    let r = login_via_proxy(&c, &srv, "203.0.113.9", "alice", ALICE_PW).await;
+    r.assert_ok();
+    r.issued(DEV_COOKIE);
+}
+
+#[tokio::test]
+async fn x_forwarded_for_from_an_untrusted_peer_cannot_dodge_the_per_ip_limit() {
+    // No --trusted-proxies: the header is never read, so every attempt counts against the
+    // socket peer, 127.0.0.1, whatever address it claims.
+    let srv = server::start(&[DEV]);
+    let c = client();
+    for i in 0..20 {
+        login_via_proxy(
+            &c,
+            &srv,
+            &format!("203.0.113.{i}"),
+            &format!("spray-{i}"),
+            "guess",
+        )
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+    }
+    let r = login_via_proxy(&c, &srv, "192.0.2.1", "alice", ALICE_PW).await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS");
+    r.assert_no_cookie();
+    assert!(r.headers.contains_key(RETRY_AFTER), "{:?}", r.headers);
 }
 
 #[tokio::test]
@@ -898,6 +986,53 @@ async fn fingerprint_ua_rejects_the_cookie_in_another_browser_family() {
     me_as(FIREFOX_LINUX)
         .await
         .assert_rejected("FINGERPRINT_MISMATCH");
+}
+
+/// `GET /me` with the session cookie, a Chrome-on-Linux user agent and the client address a
+/// trusted proxy on 127.0.0.1 reports.
+async fn me_via_proxy(c: &Client, srv: &Server, cookie: &str, forwarded_for: &str) -> Reply {
+    send(
+        c.get(srv.url("/me"))
+            .header(COOKIE, cookie)
+            .header(USER_AGENT, CHROME_LINUX_120)
+            .header(X_FORWARDED_FOR, forwarded_for),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn fingerprint_ua_ip_rejects_the_cookie_from_another_network_and_keeps_it_within_one() {
+    let srv = server::start(&[
+        DEV,
+        "--fingerprint",
+        "ua+ip",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+    ]);
+    let c = client();
+    // (login address, same network, another network): a /24 for IPv4, a /48 for IPv6.
+    for (home, neighbour, elsewhere) in [
+        ("198.51.100.7", "198.51.100.250", "198.51.101.7"),
+        ("2001:db8:1:2::1", "2001:db8:1:ffff::9", "2001:db8:2::1"),
+    ] {
+        let r = send(
+            c.post(srv.url("/login"))
+                .header(USER_AGENT, CHROME_LINUX_120)
+                .header(X_FORWARDED_FOR, home)
+                .json(&json!({"username": "alice", "password": ALICE_PW})),
+        )
+        .await;
+        r.assert_ok();
+        let cookie = r.issued(DEV_COOKIE);
+        for ip in [home, neighbour] {
+            let r = me_via_proxy(&c, &srv, &cookie, ip).await;
+            assert_eq!(r.assert_ok()["user"], "alice", "from {ip}");
+        }
+        // The same browser on another network: rejected, and told to drop the cookie.
+        me_via_proxy(&c, &srv, &cookie, elsewhere)
+            .await
+            .assert_rejected("FINGERPRINT_MISMATCH");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
