@@ -222,26 +222,32 @@ fn file_mode(_path: &std::path::Path) -> Option<u32> {
 }
 
 fn render(rows: &[Row], now: SystemTime) -> String {
+    let ages: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            r.modified
+                .and_then(|m| now.duration_since(m).ok())
+                .map_or_else(
+                    || "-".to_owned(),
+                    |d| {
+                        humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+                            .to_string()
+                    },
+                )
+        })
+        .collect();
+    // As wide as the longest age (`3days 2h 30m 5s` and longer), so the columns stay aligned.
+    let w = ages.iter().map(String::len).max().unwrap_or(0).max(14);
     let mut out = format!(
-        "{:<16}  {:<7}  {:<14}  {:<4}  SOURCE\n",
+        "{:<16}  {:<7}  {:<w$}  {:<4}  SOURCE\n",
         "ID", "PRIMARY", "AGE", "MODE"
     );
-    for r in rows {
-        let age = r
-            .modified
-            .and_then(|m| now.duration_since(m).ok())
-            .map_or_else(
-                || "-".to_owned(),
-                |d| {
-                    humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
-                        .to_string()
-                },
-            );
+    for (r, age) in rows.iter().zip(&ages) {
         let mode = r
             .mode
             .map_or_else(|| "-".to_owned(), |m| format!("{m:04o}"));
         out.push_str(&format!(
-            "{:<16}  {:<7}  {:<14}  {:<4}  {}\n",
+            "{:<16}  {:<7}  {:<w$}  {:<4}  {}\n",
             r.id,
             if r.primary { "*" } else { "" },
             age,
@@ -293,6 +299,34 @@ mod tests {
         );
         assert!(lines[2].contains(" - "), "{text}");
         assert!(lines[2].ends_with("keys/k2.key"), "{text}");
+    }
+
+    #[test]
+    fn long_ages_keep_the_columns_aligned() {
+        let now = SystemTime::now();
+        let list = vec![
+            KeyFileInfo {
+                id: KeyId::new("old").unwrap(),
+                path: PathBuf::from("keys/old.key"),
+                primary: false,
+                modified: Some(now - Duration::from_secs(400 * 86_400 + 3 * 3600 + 61)),
+            },
+            KeyFileInfo {
+                id: KeyId::new("new").unwrap(),
+                path: PathBuf::from("keys/new.key"),
+                primary: true,
+                modified: Some(now),
+            },
+        ];
+        let mut rows = dir_rows(&list);
+        rows[0].mode = Some(0o600);
+        rows[1].mode = Some(0o600);
+        let text = render(&rows, now);
+        let mode_at: Vec<usize> = text
+            .lines()
+            .map(|l| l.find("MODE").or_else(|| l.find("0600")).unwrap())
+            .collect();
+        assert!(mode_at.iter().all(|&c| c == mode_at[0]), "{text}");
     }
 
     #[test]
