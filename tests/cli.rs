@@ -444,17 +444,16 @@ fn wait_for_port_file(path: &Path, child: &mut ChildGuard) -> SocketAddr {
     }
 }
 
-#[test]
-fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("keys");
-    let port_file = tmp.path().join("addr");
+/// `serve` on a free loopback port with a fresh key directory under `dir`, stderr piped for
+/// the log; returns it once it listens.
+fn serve_in(dir: &Path) -> (ChildGuard, SocketAddr) {
+    let port_file = dir.join("addr");
     let mut child = ChildGuard(
         cmd()
             .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
             .arg("--keys")
-            .arg(&keys)
+            .arg(dir.join("keys"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -462,6 +461,13 @@ fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
             .unwrap(),
     );
     let addr = wait_for_port_file(&port_file, &mut child);
+    (child, addr)
+}
+
+#[test]
+fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve_in(tmp.path());
 
     let (status, head, body) = http_get(addr, "/healthz");
     assert_eq!(status, 200, "{head}");
@@ -495,7 +501,7 @@ fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
     assert!(err.contains("demo users"), "{err}");
     assert!(err.contains("SIGTERM"), "{err}");
     #[cfg(unix)]
-    for f in std::fs::read_dir(&keys).unwrap() {
+    for f in std::fs::read_dir(tmp.path().join("keys")).unwrap() {
         let f = f.unwrap().path();
         if f.extension().is_some_and(|e| e == "key") {
             assert_eq!(mode(&f), 0o600);
@@ -506,21 +512,7 @@ fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
 #[test]
 fn serve_exits_zero_on_sigint_after_stopping_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("keys");
-    let port_file = tmp.path().join("addr");
-    let mut child = ChildGuard(
-        cmd()
-            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .arg("--keys")
-            .arg(&keys)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = wait_for_port_file(&port_file, &mut child);
+    let (mut child, addr) = serve_in(tmp.path());
     assert_eq!(http_get(addr, "/healthz").0, 200);
 
     // Ctrl-C in a terminal: SIGINT, not SIGTERM.
