@@ -127,8 +127,14 @@ fn users_file(dir: &Path, pw: &str) -> PathBuf {
 }
 
 fn keygen(dir: &Path) {
-    let out = run(cmd().args(["keygen", "--primary", "--dir"]).arg(dir));
+    keygen_with(dir, &["--primary"]);
+}
+
+/// `keygen --dir dir` with `args`, which must succeed.
+fn keygen_with(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = run(cmd().arg("keygen").args(args).arg("--dir").arg(dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
+    out
 }
 
 #[cfg(unix)]
@@ -194,10 +200,7 @@ fn hash_password_refuses_an_empty_password() {
 fn keygen_writes_a_private_key_file_and_keys_list_shows_id_and_primary_but_no_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("keys");
-    let out = run(cmd()
-        .args(["keygen", "--primary", "--id", "k-test1", "--dir"])
-        .arg(&dir));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = keygen_with(&dir, &["--primary", "--id", "k-test1"]);
     let key_file = dir.join("k-test1.key");
     let key_text = std::fs::read_to_string(&key_file).unwrap();
     #[cfg(unix)]
@@ -253,12 +256,8 @@ fn listed_age(listing: &str, id: &str) -> Duration {
 fn keys_list_shows_each_key_files_age_from_its_modification_time() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("keys");
-    let out = run(cmd()
-        .args(["keygen", "--primary", "--id", "old", "--dir"])
-        .arg(&dir));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = run(cmd().args(["keygen", "--id", "new", "--dir"]).arg(&dir));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    keygen_with(&dir, &["--primary", "--id", "old"]);
+    keygen_with(&dir, &["--id", "new"]);
     // The old key was last written 3 days and 2 hours ago.
     let set_back = Duration::from_secs(3 * 86_400 + 2 * 3600);
     let set_at = Instant::now();
@@ -286,8 +285,7 @@ fn keys_list_shows_each_key_files_age_from_its_modification_time() {
 }
 
 fn keygen_not_primary(dir: &Path) {
-    let out = run(cmd().args(["keygen", "--dir"]).arg(dir));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = keygen_with(dir, &[]);
     assert!(text(&out.stdout).contains("not primary"));
 }
 

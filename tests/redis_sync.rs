@@ -405,18 +405,24 @@ async fn two_revocations(n: &Node) -> (Issued, Issued) {
 
 type Issued = sealed_sessions::engine::Issued<String>;
 
+/// Nodes A and B on `url`, after A revoked a session and bumped a user and B applied both.
+async fn two_nodes_after_two_revocations(url: &str) -> (Node, Node, Issued, Issued) {
+    let (a, b) = (node(url).await, node(url).await);
+    let (s, u) = two_revocations(&a).await;
+    eventually("B learns both", || {
+        revoked(&b, &s.token) && revoked(&b, &u.token)
+    })
+    .await;
+    (a, b, s, u)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_after_the_stream_was_deleted_enforces_earlier_revocations() {
     let Some(redis) = support::redis::start() else {
         return;
     };
-    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
-    let (s, u) = two_revocations(&a).await;
     // B has applied both events from the stream (its last applied id is above 0-0).
-    eventually("B learns both", || {
-        revoked(&b, &s.token) && revoked(&b, &u.token)
-    })
-    .await;
+    let (a, b, s, u) = two_nodes_after_two_revocations(&redis.url()).await;
 
     // The stream goes (DEL, or eviction under allkeys-*); the epoch key stays.
     let deleted: u64 = redis::cmd("DEL")
@@ -501,12 +507,7 @@ async fn a_stream_trimmed_to_empty_is_not_taken_for_data_loss() {
     let Some(redis) = support::redis::start() else {
         return;
     };
-    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
-    let (s, u) = two_revocations(&a).await;
-    eventually("B learns both", || {
-        revoked(&b, &s.token) && revoked(&b, &u.token)
-    })
-    .await;
+    let (a, b, _, _) = two_nodes_after_two_revocations(&redis.url()).await;
 
     let trimmed: u64 = redis::cmd("XTRIM")
         .arg(EVENTS)

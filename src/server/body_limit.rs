@@ -242,23 +242,41 @@ mod tests {
             .layer(BodyLimitLayer::new(max, Duration::from_secs(10)))
     }
 
+    /// A test body: `chunks` in order, then the end, or (`stall`) nothing more, ever (a client
+    /// that stops sending).
+    struct Frames {
+        chunks: Vec<axum::body::Bytes>,
+        stall: bool,
+    }
+
+    impl http_body::Body for Frames {
+        type Data = axum::body::Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+            if self.chunks.is_empty() {
+                return if self.stall {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                };
+            }
+            let b = self.chunks.remove(0);
+            Poll::Ready(Some(Ok(http_body::Frame::data(b))))
+        }
+    }
+
     /// A body of `n` bytes in two frames with no length known up front (as a chunked upload
     /// arrives).
     fn streamed(n: usize) -> Body {
-        struct Chunks(Vec<axum::body::Bytes>);
-        impl http_body::Body for Chunks {
-            type Data = axum::body::Bytes;
-            type Error = std::io::Error;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-            ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-                Poll::Ready(self.0.pop().map(|b| Ok(http_body::Frame::data(b))))
-            }
-        }
         let half = axum::body::Bytes::from(vec![b'x'; n / 2]);
         let rest = axum::body::Bytes::from(vec![b'x'; n - n / 2]);
-        Body::new(Chunks(vec![rest, half]))
+        Body::new(Frames {
+            chunks: vec![half, rest],
+            stall: false,
+        })
     }
 
     async fn call(app: Router, req: Request<Body>) -> (StatusCode, String, Option<String>) {
@@ -306,21 +324,10 @@ mod tests {
 
     /// A body that sends `first` and then nothing more, never ending (a client that stalls).
     fn stalled(first: &'static [u8]) -> Body {
-        struct Stall(Option<axum::body::Bytes>);
-        impl http_body::Body for Stall {
-            type Data = axum::body::Bytes;
-            type Error = std::io::Error;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-            ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-                match self.0.take() {
-                    Some(b) => Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
-                    None => Poll::Pending,
-                }
-            }
-        }
-        Body::new(Stall(Some(axum::body::Bytes::from_static(first))))
+        Body::new(Frames {
+            chunks: vec![axum::body::Bytes::from_static(first)],
+            stall: true,
+        })
     }
 
     #[tokio::test]
