@@ -40,6 +40,7 @@ pub struct EngineConfig {
     pub(crate) step_up_window: Duration,
     pub(crate) cookie: CookieSettings,
     pub(crate) fingerprint: FingerprintPolicy,
+    pub(crate) max_clock_skew: Duration,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +52,7 @@ impl Default for EngineConfig {
             step_up_window: Duration::from_secs(5 * 60),
             cookie: CookieSettings::production(),
             fingerprint: FingerprintPolicy::Off,
+            max_clock_skew: Duration::from_secs(2 * 60),
         }
     }
 }
@@ -95,6 +97,12 @@ impl EngineConfig {
     pub fn fingerprint(&self) -> FingerprintPolicy {
         self.fingerprint
     }
+    /// Clock skew allowed between nodes (default 2 min): a token whose `created_at`,
+    /// `auth_time` or `last_seen` lies further in this node's future is rejected as invalid,
+    /// so a node whose clock runs ahead cannot mint sessions that never idle out or stay fresh.
+    pub fn max_clock_skew(&self) -> Duration {
+        self.max_clock_skew
+    }
 }
 
 /// Builder for [`EngineConfig`].
@@ -136,6 +144,13 @@ impl EngineConfigBuilder {
     #[must_use]
     pub fn fingerprint(mut self, p: FingerprintPolicy) -> Self {
         self.0.fingerprint = p;
+        self
+    }
+
+    /// Clock skew allowed between nodes (default 2 min); see [`EngineConfig::max_clock_skew`].
+    #[must_use]
+    pub fn max_clock_skew(mut self, d: Duration) -> Self {
+        self.0.max_clock_skew = d;
         self
     }
 

@@ -1,5 +1,6 @@
 //! The session lifecycle: issue, validate, renew, regenerate, logout, logout everywhere, step-up.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,46 @@ pub enum EngineError {
     /// already; the backend keeps retrying.
     #[error(transparent)]
     Revocation(#[from] RevocationError),
+    /// The session was revoked while the request was in flight (after it was validated, before
+    /// the change committed). Nothing was changed.
+    #[error("session revoked while the request was in flight")]
+    Revoked(Revoked),
+}
+
+/// A password change that did not complete (see [`SessionEngine::change_password`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordChangeError<E> {
+    /// The session was revoked while the request was in flight, or the first revocation was not
+    /// accepted by the shared store: the new password was not stored.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The store refused the new password. The user's other sessions were logged out already,
+    /// and so was this one (its version is below the new minimum): the user logs in again with
+    /// the old password.
+    #[error("the new password could not be stored")]
+    Store(#[source] E),
+}
+
+/// The user's session version, read *before* their credentials are checked, to seal the login
+/// with ([`SessionEngine::begin_login`]).
+///
+/// Why before: a password change stores the new hash, then raises the version. A login whose
+/// check saw the old hash read its version earlier still, so its token carries a version below
+/// the change's and dies with the other sessions. Read after the check, it could carry the new
+/// version and survive the change.
+#[derive(Debug, Clone)]
+#[must_use = "seal the login with SessionEngine::issue_ticket after the credentials check"]
+pub struct LoginTicket {
+    user_id: String,
+    version: u64,
+}
+
+impl LoginTicket {
+    /// The user the ticket is for.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
 }
 
 /// A session that passed validation (or was just issued).
@@ -272,7 +313,20 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
             under_primary: sealed_under_primary,
         } = token::open_checked::<T>(&keys, inner.config.cookie.name(), token)
             .map_err(Rejection::Invalid)?;
-        if now >= claims.expires_at {
+        // A time further ahead than the allowed skew was sealed by a node whose clock runs
+        // ahead: trusted, it would never idle out and stay "fresh".
+        let horizon = now.saturating_add(inner.config.max_clock_skew);
+        if claims.created_at > horizon || claims.auth_time > horizon || claims.last_seen > horizon {
+            return Err(Rejection::Invalid(TokenError::FromTheFuture));
+        }
+        // This node's own absolute timeout caps the sealed expiry, so shortening
+        // the timeout also shortens the tokens already issued.
+        let expires = claims.expires_at.min(
+            claims
+                .created_at
+                .saturating_add(inner.config.absolute_timeout),
+        );
+        if now >= expires {
             return Err(Rejection::Expired);
         }
         if now.since(claims.last_seen) > inner.config.idle_timeout {
@@ -292,8 +346,11 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
                 !same
             }
         };
-        let renewal_due =
-            now.since(claims.last_seen) >= inner.config.renew_after || !sealed_under_primary;
+        // Under `Log`, a changed fingerprint is adopted at once by the re-issue
+        // ([`SessionEngine::renew_adopting`]), so one network change is one anomaly event.
+        let renewal_due = now.since(claims.last_seen) >= inner.config.renew_after
+            || !sealed_under_primary
+            || fingerprint_changed;
         Ok(Session {
             claims,
             renewal_due,
@@ -319,6 +376,41 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         }
     }
 
+    /// Re-checks, at the moment a change commits, that the session was not revoked since it was
+    /// validated: the local list, and the user's minimum version as the shared store has it
+    /// (a "log out everywhere" on another node is seen here without waiting for the sync).
+    ///
+    /// Every mutation that mints a new cookie calls this after the request body was read and
+    /// after any password check, so a revocation that lands while a request is in flight
+    /// cannot be undone by that request.
+    ///
+    /// # Errors
+    /// [`EngineError::Revoked`].
+    pub async fn recheck(&self, session: &Session<T>) -> Result<(), EngineError> {
+        let c = &session.claims;
+        let inner = &*self.inner;
+        inner
+            .revocations
+            .check(&c.session_id, &c.user_id, c.version, self.now())
+            .map_err(EngineError::Revoked)?;
+        // The backend's policy decides what an unreachable store means (Redis: the local list).
+        let min = inner.revocations.current_version(&c.user_id).await?;
+        if c.version < min {
+            return Err(EngineError::Revoked(Revoked::UserVersion));
+        }
+        Ok(())
+    }
+
+    /// The local part of [`SessionEngine::recheck`], for changes that keep the session id and
+    /// version (a cookie they mint is revoked exactly when the old one is).
+    fn recheck_local(&self, session: &Session<T>) -> Result<(), EngineError> {
+        let c = &session.claims;
+        self.inner
+            .revocations
+            .check(&c.session_id, &c.user_id, c.version, self.now())
+            .map_err(EngineError::Revoked)
+    }
+
     fn seal(&self, claims: Claims<T>, now: UnixMillis) -> Result<Issued<T>, EngineError> {
         let inner = &*self.inner;
         let keys = inner.keys.load();
@@ -335,7 +427,24 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         })
     }
 
-    /// Login: a new session with a fresh id, whatever cookie came in.
+    /// Login, step one: reads the user's session version. Call it *before* checking the
+    /// credentials, then seal with [`SessionEngine::issue_ticket`] (see [`LoginTicket`] for why
+    /// the order matters).
+    ///
+    /// # Errors
+    /// [`EngineError::Revocation`] (the user's version could not be read).
+    pub async fn begin_login(
+        &self,
+        user_id: impl Into<String>,
+    ) -> Result<LoginTicket, EngineError> {
+        let user_id = user_id.into();
+        let version = self.inner.revocations.current_version(&user_id).await?;
+        Ok(LoginTicket { user_id, version })
+    }
+
+    /// Login without a separate credentials check (the caller authenticated the user already,
+    /// say through single sign-on): a new session with a fresh id. For password logins use
+    /// [`SessionEngine::begin_login`] before the check and [`SessionEngine::issue_ticket`] after.
     ///
     /// # Errors
     /// [`EngineError::Seal`] (data too large for a cookie), [`EngineError::Revocation`] (the
@@ -346,8 +455,21 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         data: T,
         fingerprint: Option<Fingerprint>,
     ) -> Result<Issued<T>, EngineError> {
-        let user_id = user_id.into();
-        let version = self.inner.revocations.current_version(&user_id).await?;
+        let ticket = self.begin_login(user_id).await?;
+        self.issue_ticket(ticket, data, fingerprint)
+    }
+
+    /// Login, step two: a new session with a fresh id, sealed with the version the ticket read.
+    ///
+    /// # Errors
+    /// [`EngineError::Seal`] (data too large for a cookie).
+    pub fn issue_ticket(
+        &self,
+        ticket: LoginTicket,
+        data: T,
+        fingerprint: Option<Fingerprint>,
+    ) -> Result<Issued<T>, EngineError> {
+        let LoginTicket { user_id, version } = ticket;
         let now = self.now();
         let claims = Claims {
             session_id: new_session_id()?,
@@ -375,11 +497,39 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         self.seal(claims, now)
     }
 
-    /// The same session with new application data.
+    /// [`SessionEngine::renew`] that, under [`FingerprintPolicy::Log`], also adopts the
+    /// request's fingerprint when it changed: the change is reported once (the request that
+    /// saw it), not on every later request. The layer renews this way.
     ///
     /// # Errors
-    /// [`EngineError::Seal`] (for instance when the data is too large for a cookie).
+    /// [`EngineError::Seal`].
+    pub fn renew_adopting(
+        &self,
+        session: &Session<T>,
+        fingerprint: Option<&Fingerprint>,
+    ) -> Result<Issued<T>, EngineError> {
+        let now = self.now();
+        let mut claims = session.claims.clone();
+        claims.last_seen = now;
+        if session.fingerprint_changed && self.inner.config.fingerprint == FingerprintPolicy::Log {
+            claims.fingerprint = fingerprint.copied();
+        }
+        self.seal(claims, now)
+    }
+
+    /// The same session with new application data.
+    ///
+    /// The session id stays the same, so an older cookie of this session stays valid too: a
+    /// client that replays it gets the older data back (a cart emptied by a replay, say). For
+    /// data where a rollback matters to security (roles, permissions, anything an attacker
+    /// would want to undo), use [`SessionEngine::regenerate`] with the new data instead: it
+    /// issues a new id and revokes the old one, so no earlier cookie opens again.
+    ///
+    /// # Errors
+    /// [`EngineError::Seal`] (for instance when the data is too large for a cookie);
+    /// [`EngineError::Revoked`] when the session is revoked on this node.
     pub fn update(&self, session: &Session<T>, data: T) -> Result<Issued<T>, EngineError> {
+        self.recheck_local(session)?;
         let now = self.now();
         let mut claims = session.claims.clone();
         claims.data = data;
@@ -387,11 +537,13 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         self.seal(claims, now)
     }
 
-    /// Step-up: the user just re-entered their password; refreshes `auth_time`.
+    /// Step-up: the user just re-entered their password; refreshes `auth_time`. Call it after
+    /// the password check: it re-checks revocation ([`SessionEngine::recheck`]).
     ///
     /// # Errors
-    /// [`EngineError::Seal`].
-    pub fn step_up(&self, session: &Session<T>) -> Result<Issued<T>, EngineError> {
+    /// [`EngineError::Seal`]; [`EngineError::Revoked`] when the session was revoked meanwhile.
+    pub async fn step_up(&self, session: &Session<T>) -> Result<Issued<T>, EngineError> {
+        self.recheck(session).await?;
         let now = self.now();
         let mut claims = session.claims.clone();
         claims.auth_time = now;
@@ -407,12 +559,14 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// store accepts it (as for a single logout); a warning is logged.
     ///
     /// # Errors
-    /// [`EngineError::Seal`].
+    /// [`EngineError::Seal`]; [`EngineError::Revoked`] when the session was revoked since it
+    /// was validated ([`SessionEngine::recheck`]): a new id must not outlive a revoked one.
     pub async fn regenerate(
         &self,
         session: &Session<T>,
         data: Option<T>,
     ) -> Result<Issued<T>, EngineError> {
+        self.recheck(session).await?;
         let now = self.now();
         let mut claims = session.claims.clone();
         claims.session_id = new_session_id()?;
@@ -462,16 +616,29 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
             .await?)
     }
 
-    /// Password change: every other session of the user dies, and this one continues under a
-    /// new id and the new version, with a fresh `auth_time`.
+    /// Every other session of the user dies, and this one continues under a new id and the
+    /// new version, with a fresh `auth_time`. Re-checks revocation first
+    /// ([`SessionEngine::recheck`]). For a password change use
+    /// [`SessionEngine::change_password`], which also orders the store of the new password.
     ///
     /// # Errors
-    /// As [`SessionEngine::logout_everywhere`] and [`EngineError::Seal`].
+    /// As [`SessionEngine::logout_everywhere`], [`EngineError::Revoked`] and
+    /// [`EngineError::Seal`].
     pub async fn logout_other_sessions(
         &self,
         session: &Session<T>,
     ) -> Result<Issued<T>, EngineError> {
+        self.recheck(session).await?;
         let version = self.logout_everywhere(session.user_id()).await?;
+        self.continue_at_version(session, version)
+    }
+
+    /// This session under a new id at `version`, freshly authenticated.
+    fn continue_at_version(
+        &self,
+        session: &Session<T>,
+        version: u64,
+    ) -> Result<Issued<T>, EngineError> {
         let now = self.now();
         let mut claims = session.claims.clone();
         claims.session_id = new_session_id()?;
@@ -479,6 +646,61 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         claims.auth_time = now;
         claims.last_seen = now;
         self.seal(claims, now)
+    }
+
+    /// Password change, after the caller checked the current password: `store` saves the new
+    /// one. Every other session of the user dies, including logins with the old password that
+    /// overlapped the change; this one continues under a new id.
+    ///
+    /// The order is what makes it race-free:
+    /// 1. re-check that this session is not revoked ([`SessionEngine::recheck`]);
+    /// 2. raise the user's version (log out everywhere). If the shared store does not take it,
+    ///    stop here: the password is unchanged (the logout is in force on this node and retried);
+    /// 3. read the version back: higher means another logout landed meanwhile, so this session
+    ///    is revoked and the password is not changed;
+    /// 4. store the new password;
+    /// 5. raise the version again. A login that checked the old password read its version
+    ///    before that check ([`SessionEngine::begin_login`]), so before step 4, so below this
+    ///    version: its token is revoked. If the shared store does not take this second raise it
+    ///    is in force here and retried, and the change still succeeds;
+    /// 6. seal this session under a new id at the new version.
+    ///
+    /// # Errors
+    /// [`PasswordChangeError::Engine`] before the password is stored;
+    /// [`PasswordChangeError::Store`] when `store` fails.
+    pub async fn change_password<F, E>(
+        &self,
+        session: &Session<T>,
+        store: F,
+    ) -> Result<Issued<T>, PasswordChangeError<E>>
+    where
+        F: Future<Output = Result<(), E>>,
+    {
+        self.recheck(session).await?;
+        let user = session.user_id();
+        let first = self.logout_everywhere(user).await?;
+        let now_min = self
+            .inner
+            .revocations
+            .current_version(user)
+            .await
+            .map_err(EngineError::from)?;
+        if now_min > first {
+            return Err(EngineError::Revoked(Revoked::UserVersion).into());
+        }
+        store.await.map_err(PasswordChangeError::Store)?;
+        let version = match self.logout_everywhere(user).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "password changed; the second logout is in force on this node and retried in the shared store");
+                self.inner
+                    .revocations
+                    .current_version(user)
+                    .await
+                    .map_err(EngineError::from)?
+            }
+        };
+        Ok(self.continue_at_version(session, version)?)
     }
 
     /// The Set-Cookie for an issued session.

@@ -42,7 +42,9 @@ use http::request::Parts;
 
 use crate::audit::Auditor;
 use crate::claims::{Claims, SessionId};
-use crate::engine::{self, EngineError, Issued, Rejection, SessionEngine};
+use crate::engine::{
+    self, EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, SessionEngine,
+};
 use crate::layer::{SessionContext, SessionData};
 use crate::revocation::RevocationError;
 use crate::token::SealError;
@@ -154,6 +156,7 @@ fn classify(failure: Failure<'_>) -> (StatusCode, &'static str, &'static str) {
                 "session could not be sealed",
             ),
         },
+        Failure::Engine(EngineError::Revoked(_)) => (UNAUTHORIZED, "REVOKED", "session revoked"),
         Failure::Engine(EngineError::Revocation(RevocationError::Unavailable(_))) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "REVOCATION_UNAVAILABLE",
@@ -192,6 +195,12 @@ impl From<EngineError> for HttpError {
             // The backend reports its own details; its message may name its endpoint.
             EngineError::Revocation(_) => {
                 tracing::warn!(code = err.code, "revocation store unavailable")
+            }
+            EngineError::Revoked(_) => {
+                tracing::info!(
+                    code = err.code,
+                    "session revoked while its request was in flight"
+                )
             }
         }
         err
@@ -383,10 +392,14 @@ impl<T: SessionData> Session<T> {
     /// revoked.
     ///
     /// # Errors
-    /// 500 when sealing fails. A shared-store outage does not fail it (see
-    /// [`SessionEngine::regenerate`]).
+    /// 500 when sealing fails; 401 `REVOKED` when the session was revoked while the request
+    /// was in flight (nothing changes, the cookie is cleared). A shared-store outage does not
+    /// fail it (see [`SessionEngine::regenerate`]).
     pub async fn regenerate(self, data: Option<T>) -> Result<Session<T>, HttpError> {
-        let issued = self.engine().regenerate(self.session(), data).await?;
+        let issued = match self.engine().regenerate(self.session(), data).await {
+            Ok(issued) => issued,
+            Err(e) => return Err(self.failed(e)),
+        };
         self.auditor()
             .regenerated(self.user_id(), self.id(), issued.session.id());
         Ok(self.replaced_by(&issued))
@@ -410,18 +423,28 @@ impl<T: SessionData> Session<T> {
     ///
     /// # Errors
     /// 500 when sealing fails.
-    pub fn step_up(self) -> Result<Session<T>, HttpError> {
-        let issued = self.engine().step_up(self.session())?;
+    /// 401 `REVOKED` when the session was revoked while the request was in flight.
+    pub async fn step_up(self) -> Result<Session<T>, HttpError> {
+        let issued = match self.engine().step_up(self.session()).await {
+            Ok(issued) => issued,
+            Err(e) => return Err(self.failed(e)),
+        };
         self.auditor().step_up(self.user_id(), self.id());
         Ok(self.replaced_by(&issued))
     }
 
-    /// Replaces the application data.
+    /// Replaces the application data, keeping the session id. An older cookie of the same
+    /// session still opens with the older data; when a rollback matters to security, use
+    /// [`Session::regenerate`] with the new data (see [`SessionEngine::update`]).
     ///
     /// # Errors
-    /// 500 `SESSION_TOO_LARGE` when the data does not fit a cookie.
+    /// 500 `SESSION_TOO_LARGE` when the data does not fit a cookie; 401 `REVOKED` when the
+    /// session was revoked on this node while the request was in flight.
     pub fn update(self, data: T) -> Result<Session<T>, HttpError> {
-        let issued = self.engine().update(self.session(), data)?;
+        let issued = match self.engine().update(self.session(), data) {
+            Ok(issued) => issued,
+            Err(e) => return Err(self.failed(e)),
+        };
         Ok(self.replaced_by(&issued))
     }
 
@@ -429,11 +452,45 @@ impl<T: SessionData> Session<T> {
     /// with a fresh authentication time.
     ///
     /// # Errors
-    /// 503 `REVOCATION_UNAVAILABLE` when the shared store did not take the revocation (it is in
-    /// force on this node, this session included, so the cookie is cleared); 500 when sealing
-    /// fails.
+    /// 401 `REVOKED` when the session was revoked while the request was in flight (nothing
+    /// changed); 503 `REVOCATION_UNAVAILABLE` when the shared store did not take the revocation
+    /// (it is in force on this node, this session included, so the cookie is cleared); 500 when
+    /// sealing fails.
     pub async fn logout_other_sessions(self) -> Result<Session<T>, HttpError> {
-        match self.engine().logout_other_sessions(self.session()).await {
+        let result = self.engine().logout_other_sessions(self.session()).await;
+        self.continued(result)
+    }
+
+    /// Password change after the caller checked the current password; `store` saves the new
+    /// one. Every other session of the user dies, including logins with the old password that
+    /// overlapped the change; this one continues under a new id. See
+    /// [`SessionEngine::change_password`] for the order of the steps.
+    ///
+    /// # Errors
+    /// As [`Session::logout_other_sessions`]; when `store` fails, its error is returned in
+    /// [`PasswordChangeFailed::Store`] (the user's sessions, this one included, were logged out).
+    pub async fn change_password<F, E>(
+        self,
+        store: F,
+    ) -> Result<Session<T>, PasswordChangeFailed<E>>
+    where
+        F: std::future::Future<Output = Result<(), E>>,
+    {
+        match self.engine().change_password(self.session(), store).await {
+            Ok(issued) => Ok(self.continued(Ok(issued))?),
+            Err(PasswordChangeError::Engine(e)) => {
+                Err(PasswordChangeFailed::Session(self.failed(e)))
+            }
+            Err(PasswordChangeError::Store(e)) => {
+                self.ctx.clear_cookie();
+                Err(PasswordChangeFailed::Store(e))
+            }
+        }
+    }
+
+    /// The outcome of a change that logs out the user's other sessions and continues this one.
+    fn continued(self, result: Result<Issued<T>, EngineError>) -> Result<Session<T>, HttpError> {
+        match result {
             Ok(issued) => {
                 self.auditor().logged_out_everywhere(
                     self.user_id(),
@@ -442,14 +499,38 @@ impl<T: SessionData> Session<T> {
                 );
                 Ok(self.replaced_by(&issued))
             }
-            Err(e @ EngineError::Revocation(_)) => {
-                self.ctx.clear_cookie();
-                Err(e.into())
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.failed(e)),
         }
     }
+
+    /// A change that failed: when this session is dead on this node (revoked in flight, or the
+    /// logout is in force here while the shared store retries), the cookie is cleared.
+    fn failed(self, e: EngineError) -> HttpError {
+        if matches!(e, EngineError::Revocation(_) | EngineError::Revoked(_)) {
+            self.ctx.clear_cookie();
+        }
+        e.into()
+    }
 }
+
+/// Why [`Session::change_password`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PasswordChangeFailed<E> {
+    /// The session side failed before the new password was stored (revoked in flight, the
+    /// shared store unavailable, sealing): answer with this error.
+    Session(HttpError),
+    /// The password store failed; the user's sessions were logged out.
+    Store(E),
+}
+
+impl<E> From<HttpError> for PasswordChangeFailed<E> {
+    fn from(e: HttpError) -> Self {
+        PasswordChangeFailed::Session(e)
+    }
+}
+
+impl<T: SessionData> Session<T> {}
 
 impl<S: Send + Sync, T: SessionData> FromRequestParts<S> for Session<T> {
     type Rejection = SessionRejection;
@@ -525,6 +606,26 @@ impl<T: SessionData> SessionManager<T> {
     /// 500 `SESSION_TOO_LARGE` when `data` does not fit a cookie; 503 `REVOCATION_UNAVAILABLE`
     /// when the user's session version could not be read.
     pub async fn login(&self, user: impl Into<String>, data: T) -> Result<Session<T>, HttpError> {
+        let ticket = self.begin_login(user).await?;
+        self.login_with(ticket, data).await
+    }
+
+    /// Password login, step one: reads the user's session version *before* the caller checks
+    /// the password, so a login that overlaps a password change cannot outlive it (see
+    /// [`LoginTicket`]). Finish with [`SessionManager::login_with`].
+    ///
+    /// # Errors
+    /// 503 `REVOCATION_UNAVAILABLE` when the user's session version could not be read.
+    pub async fn begin_login(&self, user: impl Into<String>) -> Result<LoginTicket, HttpError> {
+        Ok(self.ctx.engine().begin_login(user).await?)
+    }
+
+    /// Password login, step two, after the credentials check: as [`SessionManager::login`],
+    /// sealed with the version `ticket` read before the check.
+    ///
+    /// # Errors
+    /// 500 `SESSION_TOO_LARGE` when `data` does not fit a cookie.
+    pub async fn login_with(&self, ticket: LoginTicket, data: T) -> Result<Session<T>, HttpError> {
         let engine = self.ctx.engine();
         if let Some(old) = self.ctx.session() {
             // Policy: a store outage does not block login. The old id is revoked on this node
@@ -534,9 +635,7 @@ impl<T: SessionData> SessionManager<T> {
             }
             self.ctx.auditor().logged_out(old.user_id(), old.id());
         }
-        let issued = engine
-            .issue(user, data, self.ctx.fingerprint().copied())
-            .await?;
+        let issued = engine.issue_ticket(ticket, data, self.ctx.fingerprint().copied())?;
         self.ctx
             .auditor()
             .created(issued.session.user_id(), issued.session.id());

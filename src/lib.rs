@@ -103,7 +103,9 @@ pub mod users_file;
 pub use claims::{Claims, Fingerprint, RawData, SessionId};
 pub use config::{ConfigError, EngineConfig, FingerprintPolicy};
 pub use cookies::CookieSettings;
-pub use engine::{EngineError, Issued, Rejection, Session, SessionEngine};
+pub use engine::{
+    EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, Session, SessionEngine,
+};
 pub use keys::{Key, KeyError, KeyId, KeyRing};
 pub use revocation::{MemoryRevocations, RevocationBackend};
 

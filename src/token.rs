@@ -76,6 +76,11 @@ pub enum TokenError {
     /// The tag verified but the claims do not decode as this application's claims type.
     #[error("token claims do not decode: {0}")]
     Claims(String),
+    /// The tag verified but a time in the claims (`created_at`, `auth_time`, `last_seen`) lies
+    /// further in the future than the allowed clock skew: sealed by a node whose clock runs
+    /// ahead, and not to be trusted for idle or freshness checks.
+    #[error("token claims carry a time further in the future than the allowed clock skew")]
+    FromTheFuture,
 }
 
 /// Why a session could not be sealed.

@@ -405,7 +405,12 @@ fn secrets_never_reach_the_logs_even_at_trace_level() {
     let r = post_json(&s, "/auth/step-up", Some(&c1), json!({"password": old_pw}));
     assert_eq!(r.status, 200, "{}", text(&r.body));
     let c2 = take_cookie(&r, &mut tokens);
-    let r = post_json(&s, "/password", Some(&c2), json!({"new_password": new_pw}));
+    let r = post_json(
+        &s,
+        "/password",
+        Some(&c2),
+        json!({"current_password": old_pw, "new_password": new_pw}),
+    );
     assert_eq!(r.status, 200, "{}", text(&r.body));
     let c3 = take_cookie(&r, &mut tokens);
     let r = post_json(&s, "/elevate", Some(&c3), json!({}));

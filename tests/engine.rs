@@ -242,7 +242,7 @@ fn step_up_is_required_after_the_window_and_refreshes_auth_time() {
     );
     // A per-route window overrides the default.
     assert!(f.engine.require_fresh(&s, Some(10 * MIN)).is_ok());
-    let stepped = f.engine.step_up(&s).unwrap();
+    let stepped = block_on(f.engine.step_up(&s)).unwrap();
     assert_eq!(stepped.session.claims().auth_time, f.engine.now());
     let s2 = f.engine.validate(&stepped.token, None).unwrap();
     assert!(f.engine.require_fresh(&s2, None).is_ok());
@@ -457,4 +457,257 @@ fn renewal_needs_no_set_cookie_for_most_requests() {
         .count();
     // Seconds 60..=120 are due because the token itself was never renewed in this loop.
     assert_eq!(due, 61);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Races and untrusted claims (the attack review)
+
+/// An engine on the same keys and revocation list, with its own clock (another node).
+fn node_with_clock(f: &Fixture, config: EngineConfig, at: UnixMillis) -> SessionEngine<String> {
+    let (id, k) = key("k1", 1);
+    SessionEngine::with_parts(
+        config,
+        KeyRing::single(id, k),
+        f.list.clone(),
+        Arc::new(ManualClock::new(at)),
+    )
+}
+
+#[test]
+fn login_that_overlapped_a_password_change_is_revoked_by_it() {
+    // The interleaving that resurrected sessions: a login's password check sees the old hash,
+    // the password change completes, then the login seals its token. Reading the version
+    // before the check (begin_login) puts the token below the change's version.
+    let f = fixture();
+    let here = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    let s = f.engine.validate(&here.token, None).unwrap();
+    // The overlapping login reads its version, then "checks the old password"...
+    let ticket = block_on(f.engine.begin_login("alice")).unwrap();
+    // ...while the change runs to completion.
+    let stored = std::cell::Cell::new(false);
+    let kept = block_on(f.engine.change_password(&s, async {
+        stored.set(true);
+        Ok::<(), ()>(())
+    }))
+    .unwrap();
+    assert!(stored.get());
+    f.clock.advance(Duration::from_millis(1));
+    // The login now seals with the version it read before its check: dead on arrival.
+    let late = f.engine.issue_ticket(ticket, String::new(), None).unwrap();
+    assert_eq!(
+        f.engine.validate(&late.token, None).unwrap_err(),
+        Rejection::Revoked(Revoked::UserVersion)
+    );
+    assert!(f.engine.validate(&kept.token, None).is_ok());
+    assert!(f.engine.validate(&here.token, None).is_err());
+}
+
+#[test]
+fn login_that_checked_the_old_hash_between_the_two_raises_is_revoked() {
+    // A login that read its version after the change's first raise but checked the password
+    // before the new hash was stored: the second raise (after the store) kills it.
+    let f = fixture();
+    let here = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    let s = f.engine.validate(&here.token, None).unwrap();
+    let ticket = std::cell::RefCell::new(None);
+    let kept = block_on(f.engine.change_password(&s, async {
+        // Inside the store step: the first raise is done, the hash not yet replaced.
+        *ticket.borrow_mut() = Some(f.engine.begin_login("alice").await.unwrap());
+        Ok::<(), ()>(())
+    }))
+    .unwrap();
+    let ticket = ticket.into_inner().unwrap();
+    let late = f.engine.issue_ticket(ticket, String::new(), None).unwrap();
+    assert_eq!(
+        f.engine.validate(&late.token, None).unwrap_err(),
+        Rejection::Revoked(Revoked::UserVersion)
+    );
+    assert!(f.engine.validate(&kept.token, None).is_ok());
+}
+
+#[test]
+fn password_change_of_a_session_revoked_in_flight_stores_nothing() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", String::new(), None)).unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    // Validated at request start...
+    let s = f.engine.validate(&a.token, None).unwrap();
+    // ...then the victim logs out everywhere while the body is held back.
+    block_on(f.engine.logout_everywhere("alice")).unwrap();
+    let stored = std::cell::Cell::new(false);
+    let err = block_on(f.engine.change_password(&s, async {
+        stored.set(true);
+        Ok::<(), ()>(())
+    }))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sealed_sessions::PasswordChangeError::Engine(EngineError::Revoked(_))
+        ),
+        "{err:?}"
+    );
+    assert!(!stored.get(), "the new password must not be stored");
+}
+
+#[test]
+fn mutations_of_a_session_revoked_in_flight_are_refused() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", "user".into(), None)).unwrap();
+    let b = block_on(f.engine.issue("alice", "user".into(), None)).unwrap();
+    f.clock.advance(Duration::from_millis(1));
+    let sa = f.engine.validate(&a.token, None).unwrap();
+    let sb = f.engine.validate(&b.token, None).unwrap();
+    // Single logout of `a` and logout everywhere land after validation, before the commit.
+    block_on(f.engine.logout(&sa)).unwrap();
+    for err in [
+        block_on(f.engine.regenerate(&sa, Some("admin".into()))).unwrap_err(),
+        block_on(f.engine.step_up(&sa)).unwrap_err(),
+        block_on(f.engine.logout_other_sessions(&sa)).unwrap_err(),
+        f.engine.update(&sa, "x".into()).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, EngineError::Revoked(Revoked::Session)),
+            "{err:?}"
+        );
+    }
+    block_on(f.engine.logout_everywhere("alice")).unwrap();
+    for err in [
+        block_on(f.engine.regenerate(&sb, Some("admin".into()))).unwrap_err(),
+        block_on(f.engine.step_up(&sb)).unwrap_err(),
+        block_on(f.engine.logout_other_sessions(&sb)).unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, EngineError::Revoked(Revoked::UserVersion)),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn claims_from_a_clock_ahead_by_more_than_the_skew_are_invalid() {
+    let f = fixture();
+    let config = EngineConfig::default();
+    assert_eq!(config.max_clock_skew(), 2 * MIN);
+    // A node whose clock runs 10 minutes ahead seals a session.
+    let ahead = node_with_clock(&f, config.clone(), T0.saturating_add(10 * MIN));
+    let token = block_on(ahead.issue("alice", String::new(), None))
+        .unwrap()
+        .token;
+    assert_eq!(
+        f.engine.validate(&token, None).unwrap_err(),
+        Rejection::Invalid(TokenError::FromTheFuture)
+    );
+    // Within the allowance it is accepted (clocks are never exactly equal).
+    let slightly = node_with_clock(&f, config, T0.saturating_add(MIN));
+    let token = block_on(slightly.issue("alice", String::new(), None))
+        .unwrap()
+        .token;
+    assert!(f.engine.validate(&token, None).is_ok());
+    // The allowance is configurable.
+    let (id, k) = key("k1", 1);
+    let strict = fixture_with(
+        EngineConfig::builder()
+            .max_clock_skew(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        KeyRing::single(id, k),
+    );
+    assert_eq!(
+        strict.engine.validate(&token, None).unwrap_err(),
+        Rejection::Invalid(TokenError::FromTheFuture)
+    );
+}
+
+#[test]
+fn a_shorter_local_absolute_timeout_caps_tokens_sealed_with_a_longer_one() {
+    let f = fixture();
+    let long = EngineConfig::builder()
+        .absolute_timeout(72 * 60 * MIN)
+        .idle_timeout(72 * 60 * MIN)
+        .build()
+        .unwrap();
+    let issuer = node_with_clock(&f, long, T0);
+    let token = block_on(issuer.issue("alice", String::new(), None))
+        .unwrap()
+        .token;
+    // This node runs a 48 h absolute timeout: 48 h after login the token has expired here,
+    // although its sealed expiry (72 h) has not.
+    let (id, k) = key("k1", 1);
+    let short = fixture_with(
+        EngineConfig::builder()
+            .idle_timeout(48 * 60 * MIN)
+            .absolute_timeout(48 * 60 * MIN)
+            .build()
+            .unwrap(),
+        KeyRing::single(id, k),
+    );
+    short.clock.set(T0.saturating_add(47 * 60 * MIN));
+    assert!(short.engine.validate(&token, None).is_ok());
+    short.clock.set(T0.saturating_add(48 * 60 * MIN));
+    assert_eq!(
+        short.engine.validate(&token, None).unwrap_err(),
+        Rejection::Expired
+    );
+}
+
+#[test]
+fn logged_fingerprint_change_is_adopted_at_the_next_reissue() {
+    let (id, k) = key("k1", 1);
+    let config = EngineConfig::builder()
+        .fingerprint(FingerprintPolicy::Log)
+        .build()
+        .unwrap();
+    let f = fixture_with(config, KeyRing::single(id, k));
+    let home = Fingerprint::from_parts(&[b"Firefox", b"198.51.100.0/24"]);
+    let cafe = Fingerprint::from_parts(&[b"Firefox", b"203.0.113.0/24"]);
+    let a = block_on(f.engine.issue("alice", String::new(), Some(home))).unwrap();
+    let s = f.engine.validate(&a.token, Some(&cafe)).unwrap();
+    assert!(s.fingerprint_changed());
+    // The change makes the cookie due for re-issue at once, with the new fingerprint...
+    assert!(s.renewal_due());
+    let renewed = f.engine.renew_adopting(&s, Some(&cafe)).unwrap();
+    // ...so the next request from the new network is not another anomaly.
+    let s = f.engine.validate(&renewed.token, Some(&cafe)).unwrap();
+    assert!(!s.fingerprint_changed());
+    assert!(!s.renewal_due());
+    // Under Enforce nothing is adopted (a mismatch never validates in the first place), and a
+    // plain renew keeps the sealed fingerprint.
+    let kept = f
+        .engine
+        .renew(&f.engine.validate(&a.token, Some(&cafe)).unwrap())
+        .unwrap();
+    assert!(
+        f.engine
+            .validate(&kept.token, Some(&cafe))
+            .unwrap()
+            .fingerprint_changed()
+    );
+}
+
+#[test]
+fn update_keeps_the_id_so_a_replayed_cookie_rolls_back_but_regenerate_does_not() {
+    let f = fixture();
+    let a = block_on(f.engine.issue("alice", "cart:3 items".into(), None)).unwrap();
+    let s = f.engine.validate(&a.token, None).unwrap();
+    let emptied = f.engine.update(&s, "cart:empty".into()).unwrap();
+    assert_eq!(emptied.session.id(), s.id());
+    // The documented limit of `update`: the older cookie still opens, with the older data.
+    assert_eq!(
+        f.engine.validate(&a.token, None).unwrap().data(),
+        "cart:3 items"
+    );
+    // The safe variant for data that matters: regenerate revokes the previous cookie.
+    let s = f.engine.validate(&emptied.token, None).unwrap();
+    let promoted = block_on(f.engine.regenerate(&s, Some("role:admin".into()))).unwrap();
+    assert_eq!(
+        f.engine.validate(&emptied.token, None).unwrap_err(),
+        Rejection::Revoked(Revoked::Session)
+    );
+    assert_eq!(
+        f.engine.validate(&promoted.token, None).unwrap().data(),
+        "role:admin"
+    );
 }

@@ -101,7 +101,7 @@ async fn regenerate(session: Session<Data>) -> Result<String, HttpError> {
 
 async fn step_up(session: Session<Data>) -> Result<&'static str, HttpError> {
     // The test app skips the password check a real one does here.
-    session.step_up()?;
+    session.step_up().await?;
     Ok("stepped up")
 }
 

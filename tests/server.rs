@@ -558,7 +558,10 @@ async fn session_routes_without_a_valid_cookie_answer_401_with_the_reason() {
         ("/logout", json!({})),
         ("/logout-everywhere", json!({})),
         ("/auth/step-up", json!({"password": ALICE_PW})),
-        ("/password", json!({"new_password": "a-new-password"})),
+        (
+            "/password",
+            json!({"current_password": ALICE_PW, "new_password": "a-new-password"}),
+        ),
         ("/elevate", json!({})),
     ] {
         let r = post(&c, &srv, path, None, body).await;
@@ -686,11 +689,6 @@ async fn step_up_checks_the_password_and_reissues_the_cookie_with_a_fresh_auth_t
     let before = me(&c, &srv, Some(&cookie)).await.assert_ok().clone();
     // Let the login's password check fall out of the step-up window.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let change = json!({"new_password": "alice-new-password"});
-    post(&c, &srv, "/password", Some(&cookie), change)
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED, "STEP_UP_REQUIRED");
-
     let r = post(
         &c,
         &srv,
@@ -714,17 +712,6 @@ async fn step_up_checks_the_password_and_reissues_the_cookie_with_a_fresh_auth_t
     assert_eq!(stepped_body["user"], "alice");
     let stepped = r.issued(DEV_COOKIE);
     assert_ne!(stepped, cookie);
-    // Fresh now (asked at once, well within the 1 s window): the route gets as far as the body.
-    let r = post(
-        &c,
-        &srv,
-        "/password",
-        Some(&stepped),
-        json!({"new_password": "short"}),
-    )
-    .await;
-    r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
-
     let after = me(&c, &srv, Some(&stepped)).await.assert_ok().clone();
     // The same session, with a newer password check.
     assert_eq!(after["session_id"], before["session_id"]);
@@ -751,19 +738,19 @@ async fn password_change_revokes_the_other_sessions_and_replaces_the_password() 
         &srv,
         "/password",
         Some(&here),
-        json!({"new_password": "short"}),
+        json!({"current_password": ALICE_PW, "new_password": "short"}),
     )
     .await
     .assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
     me(&c, &srv, Some(&elsewhere)).await.assert_ok();
 
-    // Login was a password check moments ago, well within the 5 min default window.
+    // The current password is the re-authentication: no step-up window involved.
     let r = post(
         &c,
         &srv,
         "/password",
         Some(&here),
-        json!({"new_password": "alice-new-password"}),
+        json!({"current_password": ALICE_PW, "new_password": "alice-new-password"}),
     )
     .await;
     assert_eq!(
@@ -789,6 +776,69 @@ async fn password_change_revokes_the_other_sessions_and_replaces_the_password() 
 }
 
 #[tokio::test]
+async fn password_change_needs_the_current_password_not_a_step_up_and_counts_wrong_ones() {
+    // A step-up window of 1 s that has long passed: the current password is what counts.
+    let srv = server::start(&[DEV, "--step-up-window", "1s"]);
+    let c = client();
+    let cookie = login_ok(&c, &srv, "alice", ALICE_PW, DEV_COOKIE).await;
+    let other = login_ok(&c, &srv, "alice", ALICE_PW, DEV_COOKIE).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Missing, or not a string: 400, nothing changes.
+    for body in [
+        json!({"new_password": "alice-new-password"}),
+        json!({"current_password": 12345678, "new_password": "alice-new-password"}),
+        json!({"current_password": null, "new_password": "alice-new-password"}),
+        json!({"current_password": ALICE_PW}),
+    ] {
+        let r = post(&c, &srv, "/password", Some(&cookie), body.clone()).await;
+        r.assert_error(StatusCode::BAD_REQUEST, "BAD_REQUEST");
+        r.assert_no_cookie();
+    }
+    // A stolen cookie alone cannot change the password: a wrong current password is 401 and
+    // is counted by the login throttle (five wrong ones lock the username).
+    for _ in 0..5 {
+        let r = post(
+            &c,
+            &srv,
+            "/password",
+            Some(&cookie),
+            json!({"current_password": "guess-guess", "new_password": "attacker-password"}),
+        )
+        .await;
+        r.assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+        r.assert_no_cookie();
+    }
+    post(
+        &c,
+        &srv,
+        "/password",
+        Some(&cookie),
+        json!({"current_password": ALICE_PW, "new_password": "attacker-password"}),
+    )
+    .await
+    .assert_error(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS");
+    // Nothing changed: both sessions live, the password is the old one (the lock is on the
+    // username, so the login is refused for now; the sessions tell).
+    me(&c, &srv, Some(&cookie)).await.assert_ok();
+    me(&c, &srv, Some(&other)).await.assert_ok();
+
+    // On a fresh server: the right current password, long after the login, is enough.
+    let srv = server::start(&[DEV, "--step-up-window", "1s"]);
+    let cookie = login_ok(&c, &srv, "alice", ALICE_PW, DEV_COOKIE).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = post(
+        &c,
+        &srv,
+        "/password",
+        Some(&cookie),
+        json!({"current_password": ALICE_PW, "new_password": "alice-new-password"}),
+    )
+    .await;
+    assert_eq!(r.assert_ok()["status"], "password_changed");
+    login_ok(&c, &srv, "alice", "alice-new-password", DEV_COOKIE).await;
+}
+
+#[tokio::test]
 async fn password_change_reaches_the_users_file_a_second_node_and_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let hash = support::bin::hash_password(ALICE_PW);
@@ -803,7 +853,7 @@ async fn password_change_reaches_the_users_file_a_second_node_and_a_restart() {
     let (a, b) = (node("a"), node("b"));
     let c = client();
     let cookie = login_ok(&c, &a, "alice", ALICE_PW, DEV_COOKIE).await;
-    let change = json!({"new_password": "alice-new-password"});
+    let change = json!({"current_password": ALICE_PW, "new_password": "alice-new-password"});
     post(&c, &a, "/password", Some(&cookie), change)
         .await
         .assert_ok();

@@ -18,7 +18,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use sealed_sessions::SessionId;
 use sealed_sessions::clock::UnixMillis;
-use sealed_sessions::extract::{Fresh, HttpError, Session, SessionManager};
+use sealed_sessions::extract::{HttpError, PasswordChangeFailed, Session, SessionManager};
 use sealed_sessions::fingerprint::CoarseUserAgent;
 use sealed_sessions::session_index::SessionEntry;
 use serde::Deserialize;
@@ -213,6 +213,12 @@ async fn login(
             return Err(too_many(t.retry_after));
         }
     };
+    // The user's version is read before the password check: a password change that lands
+    // while this check runs raises the version past it, so this login dies with the others.
+    let ticket = manager
+        .begin_login(username.clone())
+        .await
+        .map_err(IntoResponse::into_response)?;
     let role = state
         .verifier
         .verify(&username, password)
@@ -228,8 +234,8 @@ async fn login(
         unindex(&state, old.user_id(), old.id()).await;
     }
     let session = manager
-        .login(
-            username.clone(),
+        .login_with(
+            ticket,
             SessionData {
                 role,
                 elevated: false,
@@ -336,7 +342,12 @@ async fn step_up(
     match state.verifier.verify(&user, password).await {
         Ok(Some(_)) => {
             attempt.succeeded();
-            let s = session.step_up().map_err(IntoResponse::into_response)?;
+            // Re-checks revocation: a session logged out while its password was checked gets
+            // 401 REVOKED, not a fresh cookie.
+            let s = session
+                .step_up()
+                .await
+                .map_err(IntoResponse::into_response)?;
             Ok(
                 Json(json!({ "user": s.user_id(), "auth_time": rfc3339(s.claims().auth_time) }))
                     .into_response(),
@@ -354,49 +365,85 @@ async fn step_up(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
+    current_password: Zeroizing<String>,
     new_password: Zeroizing<String>,
 }
 
+/// Why the new password hash was not stored.
+enum StoreFailure {
+    NoSuchUser,
+    Failed(anyhow::Error),
+}
+
+/// `POST /password`: the current password is the re-authentication (a stolen cookie alone
+/// cannot change it), counted by the login throttle like any password check.
 async fn change_password(
     State(state): State<AppState>,
-    Fresh(session): Fresh<SessionData>,
+    session: Sess,
     headers: HeaderMap,
     req: Result<Json<PasswordBody>, JsonRejection>,
 ) -> Result<Response, Response> {
-    let PasswordBody { new_password } = body(req)?;
+    let PasswordBody {
+        current_password,
+        new_password,
+    } = body(req)?;
+    if current_password.len() > MAX_PASSWORD {
+        return Err(bad_request("current password too long"));
+    }
     if new_password.len() < MIN_PASSWORD || new_password.len() > MAX_PASSWORD {
         return Err(bad_request(&format!(
             "new password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
         )));
+    }
+    let ip = session.context().client_ip();
+    let user = session.user_id().to_owned();
+    let attempt = match state.throttle.begin(&user, ip) {
+        Ok(attempt) => attempt,
+        Err(t) => {
+            session.context().auditor().throttled(&user, ip);
+            return Err(too_many(t.retry_after));
+        }
+    };
+    match state.verifier.verify(&user, current_password).await {
+        Ok(Some(_)) => attempt.succeeded(),
+        Ok(None) => {
+            attempt.failed();
+            session.context().auditor().login_failed(&user, ip);
+            return Err(invalid_credentials());
+        }
+        Err(e) => return Err(verify_error(e)),
     }
     let hash = state
         .verifier
         .hash(new_password)
         .await
         .map_err(verify_error)?;
-    let user = session.user_id().to_owned();
-    // Revoke first: if the shared store cannot take it, the password stays as it was and the
-    // client gets 503 (the revocation is still enforced locally and retried).
-    let s = session
-        .logout_other_sessions()
-        .await
-        .map_err(IntoResponse::into_response)?;
-    // The users file is rewritten (blocking I/O): on the blocking pool.
+    // The users file is rewritten (blocking I/O): on the blocking pool. The engine runs this
+    // between its two logouts (see `SessionEngine::change_password`), after re-checking that
+    // this session was not revoked while the body arrived and the passwords were checked.
     let users = state.verifier.users().clone();
     let name = user.clone();
-    let stored = tokio::task::spawn_blocking(move || users.set_password(&name, hash))
-        .await
-        .unwrap_or_else(|e| Err(anyhow::anyhow!("password store task failed: {e}")));
-    match stored {
-        Ok(true) => {}
-        Ok(false) => {
+    let store = async move {
+        match tokio::task::spawn_blocking(move || users.set_password(&name, hash)).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(StoreFailure::NoSuchUser),
+            Ok(Err(e)) => Err(StoreFailure::Failed(e)),
+            Err(e) => Err(StoreFailure::Failed(anyhow::anyhow!(
+                "password store task failed: {e}"
+            ))),
+        }
+    };
+    let s = match session.change_password(store).await {
+        Ok(s) => s,
+        Err(PasswordChangeFailed::Session(e)) => return Err(e.into_response()),
+        Err(PasswordChangeFailed::Store(StoreFailure::NoSuchUser)) => {
             return Err(error_response(
                 StatusCode::NOT_FOUND,
                 "NO_SUCH_USER",
                 "user no longer exists",
             ));
         }
-        Err(e) => {
+        Err(PasswordChangeFailed::Store(StoreFailure::Failed(e))) => {
             tracing::error!(user = %user, error = %format!("{e:#}"), "could not store a new password");
             return Err(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -404,7 +451,14 @@ async fn change_password(
                 "could not store the new password",
             ));
         }
-    }
+        Err(_) => {
+            return Err(error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "password change failed",
+            ));
+        }
+    };
     if let Err(e) = state.index.clear(&user).await {
         tracing::warn!(error = %e, "session index unavailable; entries expire on their own");
     }
