@@ -31,6 +31,12 @@
 //!   (`mode & 0o077 != 0`) is refused with [`KeyError::LoosePermissions`]
 //!   unless [`LoadOptions::danger_allow_loose_permissions`] is set. The mode
 //!   checked is the one of the file a symlink points to.
+//! - On unix, the directory itself (the one a symlink points to) is refused
+//!   with [`KeyError::LooseDirPermissions`] when group or others may write to
+//!   it (`mode & 0o022 != 0`, sticky bit or not): whoever can write there can
+//!   add a key file or a `PRIMARY`, or swap one in by renaming, and so forge
+//!   sessions. Reading the directory is harmless (it holds names only). The
+//!   same [`LoadOptions::danger_allow_loose_permissions`] accepts it.
 //! - Entries are read in sorted order, so the same directory always yields
 //!   the same error.
 //!
@@ -167,6 +173,20 @@ pub enum KeyError {
     )]
     LoosePermissions {
         /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// A key directory is writable by group or others, who could add or
+    /// replace key files in it.
+    #[error(
+        "key directory {path} has mode {mode:04o}, which lets group or others add or replace \
+         key files in it; run `chmod go-w {path}` (or `chmod 700 {path}`), or set \
+         danger_allow_loose_permissions to accept it"
+    )]
+    LooseDirPermissions {
+        /// The key directory.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
@@ -455,9 +475,10 @@ pub struct KeyRing {
 /// Options for [`KeyRing::load_dir`].
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
-    /// Accept key files readable or writable by group or others. Only for
-    /// setups where the mode cannot be controlled; anyone who can read a
-    /// key can forge sessions.
+    /// Accept key files readable or writable by group or others, and a key
+    /// directory writable by them. Only for setups where the mode cannot be
+    /// controlled; anyone who can read a key, or put one in the directory,
+    /// can forge sessions.
     pub danger_allow_loose_permissions: bool,
 }
 
@@ -540,7 +561,9 @@ impl KeyRing {
     /// The primary comes first in [`ids`](Self::ids), the others follow
     /// sorted by id.
     pub fn load_dir(dir: &Path, opts: &LoadOptions) -> Result<KeyRing, KeyError> {
+        // Scanned first, so a missing or unreadable directory gets its own error.
         let scan = scan_dir(dir)?;
+        check_dir_permissions(dir, opts)?;
         let mut keys = Vec::with_capacity(scan.keys.len());
         for (id, path) in scan.keys {
             let key = read_key_file(&path, opts)?;
@@ -744,6 +767,31 @@ fn check_permissions(
     _opts: &LoadOptions,
 ) -> Result<(), KeyError> {
     // No portable notion of group/other bits; protect the directory instead.
+    Ok(())
+}
+
+/// Refuses a key directory that group or others may write to (see the module docs).
+#[cfg(unix)]
+fn check_dir_permissions(dir: &Path, opts: &LoadOptions) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Follows a symlink: what matters is the directory the key files are read from.
+    let meta = fs::metadata(dir).map_err(|source| KeyError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 && !opts.danger_allow_loose_permissions {
+        return Err(KeyError::LooseDirPermissions {
+            path: dir.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_dir_permissions(_dir: &Path, _opts: &LoadOptions) -> Result<(), KeyError> {
+    // No portable notion of group/other bits (as for the files).
     Ok(())
 }
 
@@ -1191,6 +1239,46 @@ mod tests {
         };
         let ring = KeyRing::load_dir(dir.path(), &opts).unwrap();
         assert_eq!(ring.primary_id().as_str(), "k1");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_others_can_write_to_is_refused_and_override_accepted() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.path().join("keys");
+        fs::create_dir(&dir).unwrap();
+        put_key(&dir, "k1.key", &test_key(1));
+        for loose in [0o777, 0o770, 0o1777, 0o702] {
+            set_mode(&dir, loose);
+            let err = load(&dir).unwrap_err();
+            match &err {
+                KeyError::LooseDirPermissions { path, mode } => {
+                    assert_eq!((path, *mode), (&dir, loose));
+                }
+                other => panic!("{loose:o}: unexpected {other:?}"),
+            }
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&format!("chmod go-w {}", dir.display()))
+                    && shown.contains("danger_allow_loose_permissions"),
+                "{shown}"
+            );
+            let opts = LoadOptions {
+                danger_allow_loose_permissions: true,
+            };
+            assert_eq!(
+                KeyRing::load_dir(&dir, &opts)
+                    .unwrap()
+                    .primary_id()
+                    .as_str(),
+                "k1"
+            );
+        }
+        // Readable and searchable by others is fine: the directory holds only names.
+        for fine in [0o700, 0o750, 0o755] {
+            set_mode(&dir, fine);
+            assert_eq!(load(&dir).unwrap().primary_id().as_str(), "k1", "{fine:o}");
+        }
     }
 
     #[cfg(unix)]

@@ -17,7 +17,21 @@
 //! 5. on the response appends at most one Set-Cookie: the change a handler recorded (login,
 //!    logout, regeneration…), else a renewed cookie when renewal is due, else — when the request
 //!    carried a session cookie that was rejected — a clearing cookie, so browsers drop dead
-//!    cookies instead of sending them forever.
+//!    cookies instead of sending them forever;
+//! 6. sets `Cache-Control` so no cache keeps session data ([`cache_control`] is this rule):
+//!    - a response with any `Set-Cookie` (the layer's or one a handler built) gets `no-store`,
+//!      replacing what the handler set: a cache must never replay a cookie to someone else;
+//!    - a response to a request with a valid session gets `no-store` unless the handler's own
+//!      `Cache-Control` already says `no-store` or `private` (browser-only caching is the
+//!      handler's call). Anything else — none, `public`, a bare `max-age`, `no-cache` — is
+//!      replaced: a shared cache keys on the URL, not the cookie, and would hand one user's
+//!      page to the next;
+//!    - any other response gets `no-store` unless the handler set a `Cache-Control` itself.
+//!      It came through a session-aware stack, so it may depend on the cookie (a "please log
+//!      in" page served to a logged-in user); a handler that knows it does not opts in.
+//!
+//!    To cache a response that never depends on the session (static assets) for signed-in users
+//!    too, serve it outside the layer. The 403 `CROSS_ORIGIN` refusal gets `no-store` as well.
 //!
 //! Nothing a client sends in `Cookie` can make this layer fail: malformed, oversized and
 //! duplicated cookies are rejected sessions (or no session), never errors.
@@ -515,9 +529,11 @@ where
                 "CROSS_ORIGIN",
                 "cross-origin request refused",
             );
+            let mut response = refusal.into_response();
+            cache_control(response.headers_mut(), false);
             return ResponseFuture {
                 state: State::Refused {
-                    response: Some(refusal.into_response()),
+                    response: Some(response),
                 },
             };
         }
@@ -677,19 +693,68 @@ impl<T: SessionData> Shared<T> {
                 Some(Ok(_)) | None => None,
             },
         };
-        let Some(cookie) = cookie else { return };
-        match HeaderValue::from_str(&cookie.to_string()) {
-            Ok(v) => {
-                let headers = response.headers_mut();
-                headers.append(SET_COOKIE, v);
-                // A shared cache must never hand one client's session cookie to another.
-                if !headers.contains_key(CACHE_CONTROL) {
-                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(cookie) = cookie {
+            match HeaderValue::from_str(&cookie.to_string()) {
+                Ok(v) => {
+                    response.headers_mut().append(SET_COOKIE, v);
                 }
+                Err(_) => tracing::error!("session Set-Cookie is not a valid header value"),
             }
-            Err(_) => tracing::error!("session Set-Cookie is not a valid header value"),
         }
+        let had_session = matches!(ctx.0.outcome, Some(Ok(_)));
+        cache_control(response.headers_mut(), had_session);
     }
+}
+
+/// Sets `Cache-Control` on a response the layer passes back, by the rule in the
+/// [module docs](self): `no-store` on anything with `Set-Cookie`; on a response to a request
+/// with a valid session (`had_session`) unless the handler already said `no-store` or (bare)
+/// `private`; on any other response unless the handler set a `Cache-Control`.
+///
+/// ```
+/// use http::HeaderMap;
+/// use http::header::{CACHE_CONTROL, SET_COOKIE};
+/// use sealed_sessions::layer::cache_control;
+///
+/// let mut h = HeaderMap::new();
+/// h.insert(CACHE_CONTROL, "public, max-age=60".parse().unwrap());
+/// cache_control(&mut h, false);
+/// assert_eq!(h[CACHE_CONTROL], "public, max-age=60"); // anonymous: the handler decides
+/// cache_control(&mut h, true);
+/// assert_eq!(h[CACHE_CONTROL], "no-store"); // one user's page in a shared cache
+///
+/// let mut h = HeaderMap::new();
+/// h.insert(CACHE_CONTROL, "private, max-age=60".parse().unwrap());
+/// cache_control(&mut h, true);
+/// assert_eq!(h[CACHE_CONTROL], "private, max-age=60"); // the browser's own cache only
+/// h.insert(SET_COOKIE, "theme=dark".parse().unwrap());
+/// cache_control(&mut h, true);
+/// assert_eq!(h[CACHE_CONTROL], "no-store"); // never a cached Set-Cookie
+/// ```
+pub fn cache_control(headers: &mut http::HeaderMap, had_session: bool) {
+    let keep = if headers.contains_key(SET_COOKIE) {
+        false
+    } else if had_session {
+        keeps_out_of_shared_caches(headers)
+    } else {
+        headers.contains_key(CACHE_CONTROL)
+    };
+    if !keep {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Whether the response's `Cache-Control` (all of its header lines) has a `no-store` or a bare
+/// `private` directive. `private="field"` does not count: it lets shared caches store the
+/// response without those fields. An unreadable value counts as neither.
+fn keeps_out_of_shared_caches(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|d| d.eq_ignore_ascii_case("no-store") || d.eq_ignore_ascii_case("private"))
 }
 
 /// The session in a request's `Cookie` headers, exactly as [`SessionLayer`] finds it: each

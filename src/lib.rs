@@ -42,6 +42,9 @@
 //! assert_eq!(session.data(), "user");
 //! # });
 //! ```
+
+// The library has no unsafe code; only the binary's `main` may (see Cargo.toml's lints).
+#![forbid(unsafe_code)]
 //!
 //! # HTTP
 //! [`SessionLayer`] validates the cookie once per request; the [`extract`] types hand the result

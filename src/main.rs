@@ -50,7 +50,14 @@ enum KeysCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(config) => server::serve::serve(*config),
+        Command::Serve(config) => {
+            // Taken out of the environment now, while this is the only thread (clap spawns
+            // none; the runtime starts inside `serve`), so no child process inherits the keys.
+            // SAFETY: no other thread exists yet to read or write the environment.
+            #[allow(unsafe_code)]
+            let env_keys = unsafe { server::keys_bootstrap::take_env_keys() };
+            server::serve::serve(*config, env_keys)
+        }
         Command::HashPassword => server::admin::hash_password_command(),
         Command::Keygen(args) => server::admin::keygen_command(args),
         Command::Keys {

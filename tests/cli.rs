@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::ffi::OsStr;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -445,13 +446,19 @@ fn wait_for_port_file(path: &Path, child: &mut ChildGuard) -> SocketAddr {
 /// `serve` on a free loopback port with a fresh key directory under `dir`, stderr piped for
 /// the log; returns it once it listens.
 fn serve_in(dir: &Path) -> (ChildGuard, SocketAddr) {
+    serve_with(dir, &["--keys".as_ref(), dir.join("keys").as_os_str()])
+}
+
+/// `serve ARGS` on a free loopback port (port file under `dir`), stderr piped for the log;
+/// returns it once it listens.
+fn serve_with(dir: &Path, args: &[&OsStr]) -> (ChildGuard, SocketAddr) {
     let port_file = dir.join("addr");
+    let _ = std::fs::remove_file(&port_file);
     let mut child = ChildGuard(
         cmd()
             .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
             .arg(&port_file)
-            .arg("--keys")
-            .arg(dir.join("keys"))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -589,4 +596,87 @@ fn serve_takes_keys_from_the_environment_over_the_directory() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
     assert!(err.contains("SEALED_SESSIONS_KEYS"), "{err}");
+}
+
+/// Stops a server with SIGTERM; returns its log once it has exited (zero).
+fn stop(mut child: ChildGuard) -> String {
+    let kill = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait_timeout(Duration::from_secs(15));
+    let err = child.stderr();
+    assert!(status.success(), "{status}: {err}");
+    err
+}
+
+#[test]
+fn serve_production_refuses_a_cookie_name_without_the_host_prefix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    keygen(&keys);
+    let users = users_file(tmp.path(), "pw");
+    let args = |name: &'static str| -> Vec<&OsStr> {
+        vec![
+            "--production".as_ref(),
+            "--keys".as_ref(),
+            keys.as_os_str(),
+            "--users".as_ref(),
+            users.as_os_str(),
+            "--cookie-name".as_ref(),
+            name.as_ref(),
+        ]
+    };
+    let out = run(cmd()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args("sid")));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refusing to start with --production")
+            && err.contains("--cookie-name \"sid\"")
+            && err.contains("__Host-"),
+        "{err}"
+    );
+
+    let (child, addr) = serve_with(tmp.path(), &args("__Host-x"));
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    stop(child);
+}
+
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_key_directory_others_can_write_to() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    keygen(&keys);
+    let chmod =
+        |m: u32| std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(m)).unwrap();
+    let args = ["--keys".as_ref(), keys.as_os_str()];
+
+    chmod(0o777);
+    let out = run(cmd().args(["serve", "--listen", "127.0.0.1:0"]).args(args));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("key directory {} has mode 0777", keys.display()))
+            && err.contains(&format!("chmod go-w {}", keys.display()))
+            && err.contains("--danger-allow-loose-key-permissions"),
+        "{err}"
+    );
+
+    // The flag accepts it, saying so.
+    let mut loose = args.to_vec();
+    loose.push("--danger-allow-loose-key-permissions".as_ref());
+    let (child, addr) = serve_with(tmp.path(), &loose);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    assert!(stop(child).contains("directory they can write to"));
+
+    chmod(0o700);
+    let (child, addr) = serve_with(tmp.path(), &args);
+    assert_eq!(http_get(addr, "/healthz").0, 200);
+    stop(child);
 }

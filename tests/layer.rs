@@ -116,6 +116,33 @@ async fn sensitive(session: Fresh<Data>) -> String {
     format!("sensitive for {}", session.user_id())
 }
 
+/// A handler that declares its response cacheable by anyone.
+async fn public() -> impl axum::response::IntoResponse {
+    (
+        [(http::header::CACHE_CONTROL, "public, max-age=60")],
+        "public",
+    )
+}
+
+/// A handler that allows the browser's own cache only.
+async fn private() -> impl axum::response::IntoResponse {
+    (
+        [(http::header::CACHE_CONTROL, "private, max-age=60")],
+        "private",
+    )
+}
+
+/// A handler that sets a cookie of its own and calls the response public.
+async fn theme() -> impl axum::response::IntoResponse {
+    (
+        [
+            (http::header::CACHE_CONTROL, "public, max-age=60"),
+            (http::header::SET_COOKIE, "theme=dark; Path=/"),
+        ],
+        "theme",
+    )
+}
+
 async fn echo() -> &'static str {
     "ok"
 }
@@ -159,6 +186,9 @@ fn router(layer: SessionLayer<Data>) -> Router {
         .route("/password", post(change_password))
         .route("/echo", post(echo).get(echo))
         .route("/metrics", get(metrics))
+        .route("/public", get(public))
+        .route("/private", get(private))
+        .route("/theme", get(theme))
         .layer(layer)
         .with_state(app)
 }
@@ -205,6 +235,8 @@ const FIREFOX: &str =
 struct Reply {
     status: StatusCode,
     set_cookies: Vec<String>,
+    /// The Cache-Control header, if any (all lines joined).
+    cache_control: Option<String>,
     body: String,
 }
 
@@ -246,10 +278,18 @@ impl Server {
             .iter()
             .map(|v| v.to_str().unwrap().to_string())
             .collect();
+        let lines: Vec<&str> = resp
+            .headers()
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let cache_control = (!lines.is_empty()).then(|| lines.join(", "));
         let body = resp.text().await.unwrap();
         Reply {
             status,
             set_cookies,
+            cache_control,
             body,
         }
     }
@@ -374,6 +414,71 @@ async fn cookie_past_renew_after_is_renewed_on_the_response() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(s.get("/me", &token).await.code(), "IDLE_TIMEOUT");
     assert!(captured().contains("event=\"renewed\" user=renew-carol"));
+}
+
+#[tokio::test]
+async fn responses_carrying_session_data_are_never_stored_by_caches() {
+    let s = start(CookieSettings::production(), FingerprintMode::Off).await;
+    let no_store = Some("no-store".to_owned());
+    let anon = |path: &str| s.send(s.http.get(format!("{}{path}", s.base)));
+
+    let r = s.login("cache-dave", None, CHROME_120).await;
+    assert_eq!((r.status, &r.cache_control), (StatusCode::OK, &no_store));
+    let token = r.token(&s.cookie_name);
+
+    // A valid session, no Set-Cookie (no renewal due): still personal data.
+    let r = s.get("/me", &token).await;
+    assert!(r.set_cookies.is_empty(), "{:?}", r.set_cookies);
+    assert_eq!((r.status, &r.cache_control), (StatusCode::OK, &no_store));
+    // A handler's `public` on a signed-in response would put one user's page in shared caches.
+    assert_eq!(s.get("/public", &token).await.cache_control, no_store);
+    // `private` keeps it in this browser only: the handler's call.
+    assert_eq!(
+        s.get("/private", &token).await.cache_control.as_deref(),
+        Some("private, max-age=60")
+    );
+    // A Set-Cookie a handler built itself is never cacheable, whatever the handler said.
+    let r = anon("/theme").await;
+    assert_eq!(r.set_cookies, ["theme=dark; Path=/"]);
+    assert_eq!(r.cache_control, no_store);
+    // Anonymous: no-store unless the handler decided otherwise.
+    assert_eq!(anon("/maybe").await.cache_control, no_store);
+    assert_eq!(
+        anon("/public").await.cache_control.as_deref(),
+        Some("public, max-age=60")
+    );
+    let r = anon("/me").await;
+    assert_eq!(
+        (r.status, &r.cache_control),
+        (StatusCode::UNAUTHORIZED, &no_store)
+    );
+
+    // Renewal, a rejected cookie (cleared), logout and a cross-origin refusal.
+    s.clock.advance(Duration::from_secs(61));
+    let r = s.get("/me", &token).await;
+    assert!(r.session_cookie(&s.cookie_name).is_some());
+    assert_eq!(r.cache_control, no_store);
+    let token = r.token(&s.cookie_name);
+    let r = s.get("/me", "garbage").await;
+    assert_eq!(
+        (r.code().as_str(), &r.cache_control),
+        ("INVALID", &no_store)
+    );
+    let r = s
+        .send(
+            s.http
+                .post(format!("{}/echo", s.base))
+                .header("origin", "https://evil.example")
+                .header("cookie", s.cookie(&token)),
+        )
+        .await;
+    assert_eq!(
+        (r.code().as_str(), &r.cache_control),
+        ("CROSS_ORIGIN", &no_store)
+    );
+    let r = s.post("/logout", &token).await;
+    assert_eq!((r.status, &r.cache_control), (StatusCode::OK, &no_store));
+    assert!(r.session_cookie(&s.cookie_name).is_some());
 }
 
 #[tokio::test]

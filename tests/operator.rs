@@ -392,6 +392,73 @@ fn keygen_next_to_a_lone_key_keeps_it_primary_so_the_directory_still_loads() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// serve --production startup warnings
+// ---------------------------------------------------------------------------------------------
+
+/// The warning `serve --production` logs when revocations cannot outlive the process.
+const NO_REDIS_WARNING: &str = "--production without --redis";
+
+/// `serve --production` with a key and a users file under `work`, plus `extra`.
+fn production_server(work: &Path, extra: &[&OsStr]) -> Server {
+    let keys = work.join("keys");
+    support::bin::keygen(&keys);
+    let hash = support::bin::hash_password("pw");
+    let users = support::bin::users_file(work, &[("carol", "user", &hash)]);
+    Server::builder()
+        .keys(&keys)
+        .arg("--production")
+        .arg("--users")
+        .arg(&users)
+        .args(extra)
+        .start()
+}
+
+#[test]
+fn production_without_redis_warns_that_revocations_are_forgotten_on_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = production_server(tmp.path(), &[]);
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(NO_REDIS_WARNING))
+        .unwrap_or_else(|| panic!("no warning: {logs}"));
+    assert!(
+        line.contains("WARN") && line.contains("restart forgets them"),
+        "{line}"
+    );
+}
+
+#[test]
+fn production_with_redis_does_not_warn_about_it() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let server = production_server(tmp.path(), &["--redis".as_ref(), url.as_ref()]);
+    let logs = server.logs();
+    assert!(logs.contains("revocation list synced from Redis"), "{logs}");
+    assert!(!logs.contains(NO_REDIS_WARNING), "{logs}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_key_directory_others_can_write_to_is_refused_by_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    put_key(&dir, "k1", 0o600);
+    set_mode(&dir, 0o777);
+    let results = all_three(&dir, &[]);
+    assert_all_say(
+        &results,
+        &[
+            &format!("key directory {} has mode 0777", dir.display()),
+            &format!("chmod go-w {}", dir.display()),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // revoke
 // ---------------------------------------------------------------------------------------------
 

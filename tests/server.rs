@@ -948,6 +948,55 @@ async fn elevate_needs_a_recent_password_check_and_refuses_other_accounts_first(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Caching
+
+#[tokio::test]
+async fn every_response_carrying_session_data_says_no_store() {
+    // Two nodes sharing two keys with different primaries: a cookie from `a` is sealed under a
+    // key that is not `b`'s primary, so `b` renews it on first use (no waiting for
+    // --renew-after).
+    const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "k2:Hx4dHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
+    let a = server::start_with_env(&[DEV], &[("SEALED_SESSIONS_KEYS", &format!("{K1},{K2}"))]);
+    let b = server::start_with_env(&[DEV], &[("SEALED_SESSIONS_KEYS", &format!("{K2},{K1}"))]);
+    let c = client();
+    let no_store = |what: &str, r: &Reply| {
+        assert_eq!(
+            r.headers.get_all(CACHE_CONTROL).iter().collect::<Vec<_>>(),
+            ["no-store"],
+            "{what}: {:?}",
+            r.headers
+        );
+    };
+
+    let r = login(&c, &a, "alice", "wrong-password").await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS");
+    no_store("failed login", &r);
+    let r = login(&c, &a, "alice", ALICE_PW).await;
+    no_store("login", &r);
+    let cookie = r.issued(DEV_COOKIE);
+
+    // No Set-Cookie on these: the session data in the body is reason enough.
+    let r = me(&c, &a, Some(&cookie)).await;
+    r.assert_ok();
+    r.assert_no_cookie();
+    no_store("/me", &r);
+    let r = send(with_cookie(c.get(a.url("/sessions")), Some(&cookie))).await;
+    r.assert_ok();
+    r.assert_no_cookie();
+    no_store("/sessions", &r);
+
+    let r = me(&c, &b, Some(&cookie)).await;
+    r.assert_ok();
+    assert_ne!(r.issued(DEV_COOKIE), cookie);
+    no_store("renewal", &r);
+
+    let r = post(&c, &a, "/logout", Some(&cookie), json!({})).await;
+    r.assert_ok();
+    no_store("logout", &r);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Timeouts, renewal, fingerprint
 
 #[tokio::test]

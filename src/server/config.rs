@@ -139,8 +139,9 @@ pub struct ServeConfig {
     #[arg(long, value_name = "N", env = "SEALED_SESSIONS_LOGIN_CONCURRENCY", default_value_t = default_login_concurrency(), value_parser = parse_concurrency)]
     pub login_concurrency: usize,
 
-    /// Accept key files that group or others may read or write. Anyone who can read a key can
-    /// forge sessions: only for setups where the mode cannot be controlled (some secret mounts).
+    /// Accept key files that group or others may read or write, and a key directory they may
+    /// write to. Anyone who can read a key, or put one in the directory, can forge sessions:
+    /// only for setups where the mode cannot be controlled (some secret mounts).
     #[arg(long, env = "SEALED_SESSIONS_DANGER_ALLOW_LOOSE_KEY_PERMISSIONS")]
     pub danger_allow_loose_key_permissions: bool,
 
@@ -239,9 +240,30 @@ impl ServeConfig {
                     .to_owned(),
             );
         }
+        if let Some(problem) = self.cookie_name_problem() {
+            problems.push(problem);
+        }
         problems
     }
+
+    /// A `--cookie-name` without the `__Host-` prefix. Only that prefix makes the browser refuse
+    /// the cookie from a sibling subdomain or a plain-http page; without it, such a page can
+    /// plant a cookie of the same name, and since the first valid value wins it can log the
+    /// victim into the attacker's session.
+    fn cookie_name_problem(&self) -> Option<String> {
+        let name = self.cookie_name.as_deref()?;
+        (!name.starts_with(HOST_PREFIX)).then(|| {
+            format!(
+                "--cookie-name {name:?} lacks the {HOST_PREFIX} prefix: without it a sibling \
+                 subdomain or a plain-http page can set a cookie of that name and plant its own \
+                 session; use a name starting with {HOST_PREFIX} (the default is __Host-session)"
+            )
+        })
+    }
 }
+
+/// The cookie name prefix `--production` requires (case-sensitive, as older browsers match it).
+const HOST_PREFIX: &str = "__Host-";
 
 /// `--fingerprint`. Local until the layer's own mode type lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -626,9 +648,35 @@ mod tests {
         );
         let c = parse(&["--production", "--users", "u.toml"]).unwrap();
         assert!(c.production_problems().is_empty());
+        let c = parse(&[
+            "--production",
+            "--users",
+            "u.toml",
+            "--cookie-name",
+            "__Host-x",
+        ])
+        .unwrap();
+        assert!(c.production_problems().is_empty());
         // Without --production the same flags are fine.
         let c = parse(&["--insecure-dev-cookies"]).unwrap();
         assert!(c.production_problems().is_empty());
+    }
+
+    #[test]
+    fn production_refuses_a_cookie_name_without_the_host_prefix() {
+        for name in ["sid", "__Secure-sid", "__host-sid", "x__Host-sid"] {
+            let c = parse(&["--production", "--users", "u.toml", "--cookie-name", name]).unwrap();
+            let problems = c.production_problems();
+            assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+            assert!(
+                problems[0].contains(&format!("--cookie-name {name:?}"))
+                    && problems[0].contains("__Host-"),
+                "{problems:?}"
+            );
+            // Development keeps any valid name.
+            let c = parse(&["--cookie-name", name]).unwrap();
+            assert!(c.production_problems().is_empty());
+        }
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! Loading the key ring at startup: `SEALED_SESSIONS_KEYS` if set, else the key directory; a
 //! missing first key is generated in development and refused in production.
+//!
+//! `serve` takes `SEALED_SESSIONS_KEYS` out of its environment ([`take_env_keys`]) before any
+//! thread exists, so child processes and later reads of the environment do not see the key
+//! material. This cannot scrub the environment block the process started with: on Linux
+//! `/proc/<pid>/environ` still shows the original value to whoever may read that file (the same
+//! user, or root), so a key directory remains the better place for keys.
 
 use std::io;
 use std::path::Path;
@@ -8,6 +14,7 @@ use anyhow::{Context as _, bail};
 use sealed_sessions::keys::{self, KeyError, LoadOptions};
 use sealed_sessions::{Key, KeyId, KeyRing};
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
 /// Where the ring came from, for the startup log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,19 +27,73 @@ pub enum KeySource {
     Generated(KeyId),
 }
 
-/// Loads the ring, reading the environment variable `SEALED_SESSIONS_KEYS`.
-pub fn load(
-    dir: &Path,
-    production: bool,
-    opts: &LoadOptions,
-) -> anyhow::Result<(KeyRing, KeySource)> {
-    let from_env = KeyRing::from_env(keys::ENV_VAR)
-        .with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))?;
-    load_with(from_env, dir, production, opts)
+/// The value `SEALED_SESSIONS_KEYS` had, once taken out of the environment by
+/// [`take_env_keys`]. `Debug` never shows the value.
+pub enum EnvKeys {
+    /// The variable was not set.
+    Unset,
+    /// Its value (key material: zeroized on drop).
+    Value(Zeroizing<String>),
+    /// It was set, but not to valid unicode.
+    NotUnicode,
 }
 
-/// [`load`] with the environment's ring passed in (for tests, which must not set variables in
-/// a multi-threaded process).
+impl std::fmt::Debug for EnvKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EnvKeys::Unset => "Unset",
+            EnvKeys::Value(_) => "Value(..)",
+            EnvKeys::NotUnicode => "NotUnicode",
+        })
+    }
+}
+
+impl EnvKeys {
+    /// The ring the value describes; `None` when unset or blank (the key directory is used).
+    pub fn ring(&self) -> anyhow::Result<Option<KeyRing>> {
+        let parsed = match self {
+            EnvKeys::Unset => Ok(None),
+            EnvKeys::Value(v) if v.trim().is_empty() => Ok(None),
+            EnvKeys::Value(v) => KeyRing::from_env_value(v).map(Some),
+            EnvKeys::NotUnicode => Err(KeyError::EnvNotUnicode {
+                var: keys::ENV_VAR.to_owned(),
+            }),
+        };
+        parsed.with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))
+    }
+}
+
+/// Reads `SEALED_SESSIONS_KEYS` and removes it from the process environment, so that child
+/// processes and later `std::env` reads do not carry the key material (the original environment
+/// block, as `/proc/<pid>/environ` shows it, is not changed: see the module docs).
+///
+/// # Safety
+/// No other thread may read or write the environment while this runs (the requirement of
+/// [`std::env::remove_var`]). Call it from `main` before any thread is spawned.
+#[allow(unsafe_code)]
+pub unsafe fn take_env_keys() -> EnvKeys {
+    let Some(value) = std::env::var_os(keys::ENV_VAR) else {
+        return EnvKeys::Unset;
+    };
+    // SAFETY: the caller guarantees that no other thread touches the environment meanwhile.
+    unsafe { std::env::remove_var(keys::ENV_VAR) };
+    match value.into_string() {
+        Ok(text) => EnvKeys::Value(Zeroizing::new(text)),
+        Err(raw) => {
+            // Possibly key material all the same: wiped before it is dropped.
+            #[cfg(unix)]
+            drop(Zeroizing::new(std::os::unix::ffi::OsStringExt::into_vec(
+                raw,
+            )));
+            #[cfg(not(unix))]
+            drop(raw);
+            EnvKeys::NotUnicode
+        }
+    }
+}
+
+/// Loads the ring: `from_env` (see [`EnvKeys::ring`]) if given, else the key directory, generating
+/// its first key outside production.
 pub fn load_with(
     from_env: Option<KeyRing>,
     dir: &Path,
@@ -65,14 +126,15 @@ pub fn load_with(
     if opts.danger_allow_loose_permissions {
         warn!(
             dir = %dir.display(),
-            "--danger-allow-loose-key-permissions: key files readable by group or others are accepted"
+            "--danger-allow-loose-key-permissions: key files readable by group or others, and a key \
+             directory they can write to, are accepted"
         );
     }
     let ring = match KeyRing::load_dir(dir, opts) {
         Ok(ring) => ring,
-        Err(e @ KeyError::LoosePermissions { .. }) => {
+        Err(e @ (KeyError::LoosePermissions { .. } | KeyError::LooseDirPermissions { .. })) => {
             return Err(anyhow::Error::new(e).context(format!(
-                "loading session keys from {} (to accept such a key file anyway, pass \
+                "loading session keys from {} (to accept such permissions anyway, pass \
                  --danger-allow-loose-key-permissions)",
                 dir.display()
             )));
@@ -109,11 +171,9 @@ pub fn load_existing_with(
 }
 
 /// With `--production`: why the keys cannot be loaded without generating one, if so. Lets
-/// `serve` report every production problem at once; [`load`] refuses on its own as well.
-pub fn production_problem(dir: &Path) -> anyhow::Result<Option<String>> {
-    let from_env = KeyRing::from_env(keys::ENV_VAR)
-        .with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))?;
-    Ok((from_env.is_none() && !has_key_files(dir)?).then(|| no_keys_problem(dir)))
+/// `serve` report every production problem at once; [`load_with`] refuses on its own as well.
+pub fn production_problem(has_env_ring: bool, dir: &Path) -> anyhow::Result<Option<String>> {
+    Ok((!has_env_ring && !has_key_files(dir)?).then(|| no_keys_problem(dir)))
 }
 
 fn no_keys_problem(dir: &Path) -> String {
@@ -147,6 +207,88 @@ mod tests {
     fn mode(p: &Path) -> u32 {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Set only in the process [`taking_the_keys_hides_them_from_later_reads_and_children`]
+    /// spawns.
+    const CHILD_MARKER: &str = "SEALED_SESSIONS_TEST_TAKE_ENV_KEYS_CHILD";
+    /// What the child prints once every check passed.
+    const CHILD_DONE: &str = "take_env_keys child: all checks passed";
+
+    /// `take_env_keys` changes the process environment, which is sound only while nothing else
+    /// touches it: so it runs in a test process of its own (this test binary again, running one
+    /// test), never in this multi-threaded one.
+    #[test]
+    fn taking_the_keys_hides_them_from_later_reads_and_children() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "server::keys_bootstrap::tests::take_env_keys_in_a_process_of_its_own",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(keys::ENV_VAR, format!("envk:{}=", "A".repeat(43)))
+            .env(CHILD_MARKER, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(CHILD_DONE),
+            "{}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run by taking_the_keys_hides_them_from_later_reads_and_children, alone"]
+    #[allow(unsafe_code)]
+    fn take_env_keys_in_a_process_of_its_own() {
+        if std::env::var_os(CHILD_MARKER).is_none() {
+            return; // run by hand or with --include-ignored: the parent test does the checking
+        }
+        // SAFETY: this process runs this one test (--exact, --test-threads=1); the harness's
+        // main thread only waits for it and nothing else reads or writes the environment.
+        let taken = unsafe { take_env_keys() };
+        let ring = taken.ring().unwrap().unwrap();
+        assert_eq!(ring.primary_id().as_str(), "envk");
+        assert!(format!("{taken:?}") == "Value(..)");
+        assert!(std::env::var_os(keys::ENV_VAR).is_none());
+        let child = std::process::Command::new("sh")
+            .args(["-c", "printf %s \"${SEALED_SESSIONS_KEYS-unset}\""])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&child.stdout), "unset");
+        // Taking it again finds nothing.
+        // SAFETY: as above.
+        assert!(matches!(unsafe { take_env_keys() }, EnvKeys::Unset));
+        println!("{CHILD_DONE}");
+    }
+
+    #[test]
+    fn env_values_parse_and_blank_means_the_directory() {
+        let key = "A".repeat(43) + "=";
+        let ring = EnvKeys::Value(Zeroizing::new(format!("a:{key},b:{key}")))
+            .ring()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ring.primary_id().as_str(), "a");
+        assert!(EnvKeys::Unset.ring().unwrap().is_none());
+        assert!(
+            EnvKeys::Value(Zeroizing::new(" ".into()))
+                .ring()
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            EnvKeys::NotUnicode,
+            EnvKeys::Value(Zeroizing::new(format!("a:{key}x"))),
+        ] {
+            let msg = format!("{:#}", bad.ring().unwrap_err());
+            assert!(msg.contains("invalid SEALED_SESSIONS_KEYS"), "{msg}");
+            assert!(!msg.contains(&key), "{msg}");
+        }
     }
 
     #[test]

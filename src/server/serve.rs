@@ -18,21 +18,28 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use super::config::{LogFormat, ServeConfig};
+use super::keys_bootstrap::EnvKeys;
 use super::routes::{AppState, BodyLimits, build_router};
 use super::throttle::{LoginThrottle, ThrottleConfig};
 use super::users::{DEMO_USERS, PasswordVerifier, UserStore};
 use super::{ServerOptions, keys_bootstrap, run_with};
 
-/// Runs the server until SIGTERM or Ctrl-C.
-pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
+/// Runs the server until SIGTERM or Ctrl-C. `env_keys` is `SEALED_SESSIONS_KEYS`, already taken
+/// out of the environment by `main`.
+pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
     init_logging(config.log_format)?;
     // Flag problems first: they need no keys, files or runtime.
     config.check()?;
     let engine_config = config.engine_config()?;
+    let env_ring = env_keys.ring()?;
+    drop(env_keys);
     // Every production problem in one message, rather than one per attempt.
     let mut problems = config.production_problems();
     if config.production {
-        problems.extend(keys_bootstrap::production_problem(&config.keys_dir)?);
+        problems.extend(keys_bootstrap::production_problem(
+            env_ring.is_some(),
+            &config.keys_dir,
+        )?);
     }
     if !problems.is_empty() {
         anyhow::bail!(
@@ -40,6 +47,7 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
             problems.join("\n  - ")
         );
     }
+    warn_about_production_gaps(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,8 +58,12 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let key_options = LoadOptions {
             danger_allow_loose_permissions: config.danger_allow_loose_key_permissions,
         };
-        let (keys, _source) =
-            keys_bootstrap::load(&config.keys_dir, config.production, &key_options)?;
+        let (keys, _source) = keys_bootstrap::load_with(
+            env_ring,
+            &config.keys_dir,
+            config.production,
+            &key_options,
+        )?;
         let users = load_users(&config).await?;
         let limit = config.max_sessions_per_user;
         let index: Arc<dyn SessionIndex> = match &config.redis {
@@ -116,6 +128,18 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// Production settings that are allowed but lose something an operator may not expect.
+fn warn_about_production_gaps(config: &ServeConfig) {
+    if config.production && config.redis.is_none() {
+        warn!(
+            "--production without --redis: revocations (logouts, logout everywhere, the \
+             per-user session limit) live in this process only, so a restart forgets them and \
+             revoked cookies are valid again until they expire, and other nodes never see \
+             them; pass --redis to share and keep them"
+        );
+    }
 }
 
 async fn load_users(config: &ServeConfig) -> anyhow::Result<UserStore> {
