@@ -53,7 +53,9 @@ pub fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let (keys, _source) =
             keys_bootstrap::load(&config.keys_dir, config.production, &key_options)?;
         let users = load_users(&config).await?;
-        let limit = config.max_sessions_per_user;
+        let limit = Some(config.max_sessions_per_user);
+        // The same prefix and tag as the revocation backend (RedisConfig's default tag): the
+        // index publishes its evictions on that backend's events stream.
         let index: Arc<dyn SessionIndex> = match &config.redis {
             Some(url) => Arc::new(
                 RedisSessionIndex::new(url.expose(), &config.redis_prefix, "ss", limit)
