@@ -2,15 +2,27 @@
 //! session limit.
 //!
 //! The index is touched only on login, logout, regeneration and logout-everywhere — never on
-//! validation, so it costs nothing per request. Entries leave when their session expires (swept
-//! whenever the user's index is touched) or is removed. Past the limit the oldest sessions are
-//! returned by [`SessionIndex::add`] so the caller revokes them.
+//! validation, so it costs nothing per request. Entries leave when their session expires, is
+//! removed, or is evicted by the limit. Past the limit the oldest sessions (by creation) are
+//! evicted and returned by [`SessionIndex::add`] so the caller revokes them at once.
 //!
-//! [`MemorySessionIndex`] serves one node; [`RedisSessionIndex`] shares the index across nodes
-//! with one sorted set (score = created_at) and one hash (details) per user, under the same key
-//! prefix and hash tag as the revocation stream.
+//! # Cost
+//! One `add` does bounded work whatever the user's history: it sweeps at most [`BATCH`] expired
+//! entries and evicts at most [`BATCH`] over-limit entries, each an `O(log n)` step on ordered
+//! sets. A user with a huge index (written by an older version without a default limit)
+//! shrinks by up to `BATCH` entries per login instead of stalling one. [`SessionIndex::list`]
+//! returns at most the limit (the newest sessions).
+//!
+//! [`MemorySessionIndex`] serves one node; its users are spread over independently locked
+//! shards, so one user's index never blocks the others for long. [`RedisSessionIndex`] shares
+//! the index across nodes with, per user, a sorted set by creation, a sorted set by expiry and
+//! a hash of details, under the same key prefix and hash tag as the revocation stream. Its
+//! eviction and the revocation events for the evicted sessions are one Lua script: the limit
+//! holds even when the script's reply never reaches the node that ran it.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -20,6 +32,14 @@ use crate::claims::SessionId;
 use crate::clock::UnixMillis;
 use crate::redis_conn::LazyConn;
 use crate::revocation::{BoxFuture, RevocationError};
+
+/// The server's default concurrent-session limit (`--max-sessions-per-user`).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+
+/// Most expired entries swept, and most over-limit entries evicted, by one
+/// [`SessionIndex::add`]. Bounds the work of one login; a login adds one entry, so an index
+/// never falls behind.
+pub const BATCH: usize = 128;
 
 /// One live session of a user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +57,7 @@ pub struct SessionEntry {
 /// Where the per-user session index lives.
 pub trait SessionIndex: Send + Sync + std::fmt::Debug + 'static {
     /// Records a new session; returns the sessions past the limit (oldest first), already
-    /// removed from the index, for the caller to revoke.
+    /// removed from the index, for the caller to revoke. Does bounded work (see [`BATCH`]).
     fn add<'a>(
         &'a self,
         user: &'a str,
@@ -55,7 +75,7 @@ pub trait SessionIndex: Send + Sync + std::fmt::Debug + 'static {
     /// Removes all of a user's sessions (logout everywhere).
     fn clear<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(), RevocationError>>;
 
-    /// The user's live sessions, oldest first.
+    /// The user's live sessions, oldest first: at most the limit, the newest ones.
     fn list<'a>(
         &'a self,
         user: &'a str,
@@ -63,35 +83,119 @@ pub trait SessionIndex: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<Vec<SessionEntry>, RevocationError>>;
 }
 
-/// The in-process index (one node).
-#[derive(Debug)]
-pub struct MemorySessionIndex {
-    limit: Option<usize>,
-    // Short critical sections only; never held across an await.
-    users: Mutex<HashMap<String, Vec<SessionEntry>>>,
+/// Shards of [`MemorySessionIndex`]; a power of two well above the core count, so two busy
+/// users rarely share a lock.
+const SHARDS: usize = 64;
+
+/// An ordering key: a time, then the id to tell apart sessions with equal times.
+type Key = (UnixMillis, [u8; 16]);
+
+/// One user's sessions, ordered both ways so sweeping and evicting take the first few.
+#[derive(Default)]
+struct UserSessions {
+    by_id: HashMap<SessionId, SessionEntry>,
+    by_created: BTreeSet<Key>,
+    by_expiry: BTreeSet<Key>,
 }
 
-impl MemorySessionIndex {
-    /// An index that keeps at most `limit` sessions per user (`None`: no limit).
-    pub fn new(limit: Option<usize>) -> MemorySessionIndex {
-        MemorySessionIndex {
-            limit: limit.filter(|l| *l > 0),
-            users: Mutex::new(HashMap::new()),
+impl UserSessions {
+    fn insert(&mut self, entry: SessionEntry) {
+        self.remove(entry.session_id);
+        let id = *entry.session_id.as_bytes();
+        self.by_created.insert((entry.created_at, id));
+        self.by_expiry.insert((entry.expires_at, id));
+        self.by_id.insert(entry.session_id, entry);
+    }
+
+    fn remove(&mut self, sid: SessionId) -> Option<SessionEntry> {
+        let e = self.by_id.remove(&sid)?;
+        let id = *sid.as_bytes();
+        self.by_created.remove(&(e.created_at, id));
+        self.by_expiry.remove(&(e.expires_at, id));
+        Some(e)
+    }
+
+    /// Drops up to `max` entries expired at `now`.
+    fn sweep(&mut self, now: UnixMillis, max: usize) {
+        for _ in 0..max {
+            match self.by_expiry.first() {
+                Some(&(exp, id)) if exp <= now => {
+                    self.remove(SessionId::from_bytes(id));
+                }
+                _ => break,
+            }
         }
     }
 
+    /// Pops up to `max` of the oldest entries past `limit`.
+    fn evict(&mut self, limit: usize, max: usize) -> Vec<SessionEntry> {
+        let extra = self.by_id.len().saturating_sub(limit).min(max);
+        let oldest: Vec<Key> = self.by_created.iter().take(extra).copied().collect();
+        oldest
+            .into_iter()
+            .filter_map(|(_, id)| self.remove(SessionId::from_bytes(id)))
+            .collect()
+    }
+
+    /// Live entries, oldest first; at most the newest `limit`.
+    fn live(&self, now: UnixMillis, limit: Option<usize>) -> Vec<SessionEntry> {
+        let mut out: Vec<SessionEntry> = self
+            .by_created
+            .iter()
+            .rev()
+            .filter_map(|(_, id)| self.by_id.get(&SessionId::from_bytes(*id)))
+            .filter(|e| e.expires_at > now)
+            .take(limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+/// The in-process index (one node).
+pub struct MemorySessionIndex {
+    limit: Option<usize>,
+    hasher: RandomState,
+    // Users spread over shards by name. Critical sections do bounded work (see [`BATCH`]) and
+    // are never held across an await.
+    shards: Box<[Mutex<HashMap<String, UserSessions>>]>,
+}
+
+impl std::fmt::Debug for MemorySessionIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the entries: user names and session ids stay out of Debug output.
+        f.debug_struct("MemorySessionIndex")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemorySessionIndex {
+    /// An index that keeps at most `limit` sessions per user (`None` or `0`: no limit; the
+    /// server always sets one, see [`DEFAULT_MAX_SESSIONS_PER_USER`]).
+    pub fn new(limit: Option<usize>) -> MemorySessionIndex {
+        MemorySessionIndex {
+            limit: limit.filter(|l| *l > 0),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, user: &str) -> &Mutex<HashMap<String, UserSessions>> {
+        // Truncating the hash on a 32-bit target is fine: it only spreads users.
+        let i = (self.hasher.hash_one(user) as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
     fn add_now(&self, user: &str, entry: SessionEntry, now: UnixMillis) -> Vec<SessionEntry> {
-        let mut users = self.users.lock();
-        let list = users.entry(user.to_owned()).or_default();
-        list.retain(|e| e.expires_at > now && e.session_id != entry.session_id);
-        list.push(entry);
-        list.sort_by_key(|e| e.created_at);
+        let mut users = self.shard(user).lock();
+        let sessions = users.entry(user.to_owned()).or_default();
+        sessions.insert(entry);
+        sessions.sweep(now, BATCH);
         match self.limit {
-            Some(limit) if list.len() > limit => {
-                let extra = list.len() - limit;
-                list.drain(..extra).collect()
-            }
-            _ => Vec::new(),
+            Some(limit) => sessions.evict(limit, BATCH),
+            None => Vec::new(),
         }
     }
 }
@@ -112,10 +216,10 @@ impl SessionIndex for MemorySessionIndex {
         user: &'a str,
         session_id: SessionId,
     ) -> BoxFuture<'a, Result<(), RevocationError>> {
-        let mut users = self.users.lock();
-        if let Some(list) = users.get_mut(user) {
-            list.retain(|e| e.session_id != session_id);
-            if list.is_empty() {
+        let mut users = self.shard(user).lock();
+        if let Some(sessions) = users.get_mut(user) {
+            sessions.remove(session_id);
+            if sessions.by_id.is_empty() {
                 users.remove(user);
             }
         }
@@ -123,7 +227,7 @@ impl SessionIndex for MemorySessionIndex {
     }
 
     fn clear<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(), RevocationError>> {
-        self.users.lock().remove(user);
+        self.shard(user).lock().remove(user);
         Box::pin(async { Ok(()) })
     }
 
@@ -133,55 +237,96 @@ impl SessionIndex for MemorySessionIndex {
         now: UnixMillis,
     ) -> BoxFuture<'a, Result<Vec<SessionEntry>, RevocationError>> {
         let out = self
-            .users
+            .shard(user)
             .lock()
             .get(user)
-            .map(|l| l.iter().filter(|e| e.expires_at > now).cloned().collect())
+            .map(|s| s.live(now, self.limit))
             .unwrap_or_default();
         Box::pin(async move { Ok(out) })
     }
 }
 
-/// Adds a session, sweeps expired ones and pops the oldest past the limit, atomically.
-/// KEYS: zset (score created_at, member sid), hash (sid -> json)
-/// ARGV: sid, created_at, json, now, limit (0 = none), expire_at (ms)
+/// Adds a session, sweeps expired ones and evicts the oldest past the limit, atomically; each
+/// eviction appends a session-revocation event to the revocation stream in the same step, so
+/// every node (this one through its tail) revokes it even if this reply is lost. Bounded work:
+/// at most ARGV[7] expired entries swept and ARGV[7] entries evicted per call. Entries written
+/// by older versions (no expiry set, possibly many) leave through the bounded eviction.
+///
+/// The event has exactly the fields the sync loop applies (`k`=`s`, `id`, `until`); the
+/// stream is trimmed by the next revocation write, not here.
+///
+/// KEYS: by-created zset, details hash, by-expiry zset, revocation events stream
+/// ARGV: sid, created_at, json, now, limit (0 = none), expires_at, batch
 const ADD: &str = r"
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-local all = redis.call('HGETALL', KEYS[2])
-local now = tonumber(ARGV[4])
-for i = 1, #all, 2 do
-  local e = cjson.decode(all[i + 1])
-  if tonumber(e['expires_at']) <= now then
-    redis.call('ZREM', KEYS[1], all[i])
-    redis.call('HDEL', KEYS[2], all[i])
-  end
+local sid, limit, batch = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[7])
+redis.call('ZADD', KEYS[1], ARGV[2], sid)
+redis.call('ZADD', KEYS[3], ARGV[6], sid)
+redis.call('HSET', KEYS[2], sid, ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[4], 'LIMIT', 0, batch)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[2], id)
 end
 local evicted = {}
-local limit = tonumber(ARGV[5])
 if limit > 0 then
-  local n = redis.call('ZCARD', KEYS[1])
-  if n > limit then
-    local popped = redis.call('ZPOPMIN', KEYS[1], n - limit)
+  local extra = math.min(redis.call('ZCARD', KEYS[1]) - limit, batch)
+  if extra > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[1], extra)
     for i = 1, #popped, 2 do
-      local info = redis.call('HGET', KEYS[2], popped[i])
+      local id = popped[i]
+      local info = redis.call('HGET', KEYS[2], id)
+      local until_ms = tonumber(redis.call('ZSCORE', KEYS[3], id))
+      if not until_ms and info then
+        local ok, e = pcall(cjson.decode, info)
+        if ok and type(e) == 'table' then until_ms = tonumber(e['expires_at']) end
+      end
+      -- Unknown expiry: the new session's, which no older session outlives.
+      until_ms = until_ms or tonumber(ARGV[6])
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('ZREM', KEYS[3], id)
+      redis.call('XADD', KEYS[4], '*', 'k', 's', 'id', id, 'until', string.format('%d', until_ms))
       if info then table.insert(evicted, info) end
-      redis.call('HDEL', KEYS[2], popped[i])
     end
   end
 end
 local exp = tonumber(ARGV[6])
-if redis.call('PEXPIRETIME', KEYS[1]) < exp then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[6])
-  redis.call('PEXPIREAT', KEYS[2], ARGV[6])
+for i = 1, 3 do
+  if redis.call('PEXPIRETIME', KEYS[i]) < exp then redis.call('PEXPIREAT', KEYS[i], ARGV[6]) end
 end
 return evicted
+";
+
+/// The details of the newest sessions, oldest first: at most ARGV[1] (0 = all).
+///
+/// KEYS: by-created zset, details hash
+const LIST: &str = r"
+local n = tonumber(ARGV[1])
+local ids
+if n > 0 then ids = redis.call('ZRANGE', KEYS[1], -n, -1) else ids = redis.call('ZRANGE', KEYS[1], 0, -1) end
+local out = {}
+for _, id in ipairs(ids) do
+  local info = redis.call('HGET', KEYS[2], id)
+  if info then table.insert(out, info) end
+end
+return out
+";
+
+/// Removes one session from the three structures, so they never disagree.
+///
+/// KEYS: by-created zset, details hash, by-expiry zset. ARGV: sid
+const REMOVE: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
 ";
 
 /// The index shared through Redis.
 pub struct RedisSessionIndex {
     conn: LazyConn,
     prefix: String,
+    events: String,
     limit: Option<usize>,
 }
 
@@ -198,8 +343,18 @@ fn unavailable(e: impl std::fmt::Display) -> RevocationError {
     RevocationError::Unavailable(e.to_string())
 }
 
+/// One user's keys.
+struct UserKeys {
+    by_created: String,
+    info: String,
+    by_expiry: String,
+}
+
 impl RedisSessionIndex {
-    /// An index in the Redis at `url`, with keys `<prefix>{<tag>}:sessions:<user>`.
+    /// An index in the Redis at `url`, with keys `<prefix>{<tag>}:sessions:<user>` (and
+    /// `:sessioninfo:`, `:sessionexp:`). Evictions are published as revocation events on
+    /// `<prefix>{<tag>}:events`: pass the same prefix and tag as the revocation backend's
+    /// [`RedisConfig`](crate::revocation::redis::RedisConfig).
     ///
     /// # Errors
     /// When the URL does not parse.
@@ -210,18 +365,21 @@ impl RedisSessionIndex {
         limit: Option<usize>,
     ) -> Result<RedisSessionIndex, RevocationError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
+        let prefix = format!("{prefix}{{{hash_tag}}}");
         Ok(RedisSessionIndex {
             conn: LazyConn::new(client, Duration::from_millis(500)),
-            prefix: format!("{prefix}{{{hash_tag}}}"),
+            events: format!("{prefix}:events"),
+            prefix,
             limit: limit.filter(|l| *l > 0),
         })
     }
 
-    fn keys(&self, user: &str) -> (String, String) {
-        (
-            format!("{}:sessions:{user}", self.prefix),
-            format!("{}:sessioninfo:{user}", self.prefix),
-        )
+    fn keys(&self, user: &str) -> UserKeys {
+        UserKeys {
+            by_created: format!("{}:sessions:{user}", self.prefix),
+            info: format!("{}:sessioninfo:{user}", self.prefix),
+            by_expiry: format!("{}:sessionexp:{user}", self.prefix),
+        }
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, RevocationError> {
@@ -272,20 +430,23 @@ impl SessionIndex for RedisSessionIndex {
         now: UnixMillis,
     ) -> BoxFuture<'a, Result<Vec<SessionEntry>, RevocationError>> {
         Box::pin(async move {
-            let (zset, hash) = self.keys(user);
+            let k = self.keys(user);
             let json =
                 serde_json::to_string(&StoredEntry::from_entry(&entry)).map_err(unavailable)?;
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(ADD)
-                .arg(2)
-                .arg(zset)
-                .arg(hash)
+                .arg(4)
+                .arg(k.by_created)
+                .arg(k.info)
+                .arg(k.by_expiry)
+                .arg(&self.events)
                 .arg(entry.session_id.to_string())
                 .arg(entry.created_at.0)
                 .arg(json)
                 .arg(now.0)
                 .arg(self.limit.unwrap_or(0))
-                .arg(entry.expires_at.0);
+                .arg(entry.expires_at.0)
+                .arg(BATCH);
             let evicted: Vec<String> = self.run(cmd).await?;
             Ok(parse_entries(evicted))
         })
@@ -297,15 +458,14 @@ impl SessionIndex for RedisSessionIndex {
         session_id: SessionId,
     ) -> BoxFuture<'a, Result<(), RevocationError>> {
         Box::pin(async move {
-            let (zset, hash) = self.keys(user);
-            let sid = session_id.to_string();
+            let k = self.keys(user);
             let mut cmd = redis::cmd("EVAL");
-            // One script, so the set and the hash never disagree.
-            cmd.arg("redis.call('ZREM', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[1]) return 1")
-                .arg(2)
-                .arg(zset)
-                .arg(hash)
-                .arg(sid);
+            cmd.arg(REMOVE)
+                .arg(3)
+                .arg(k.by_created)
+                .arg(k.info)
+                .arg(k.by_expiry)
+                .arg(session_id.to_string());
             let _: i64 = self.run(cmd).await?;
             Ok(())
         })
@@ -313,9 +473,9 @@ impl SessionIndex for RedisSessionIndex {
 
     fn clear<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<(), RevocationError>> {
         Box::pin(async move {
-            let (zset, hash) = self.keys(user);
+            let k = self.keys(user);
             let mut cmd = redis::cmd("DEL");
-            cmd.arg(zset).arg(hash);
+            cmd.arg(k.by_created).arg(k.info).arg(k.by_expiry);
             let _: i64 = self.run(cmd).await?;
             Ok(())
         })
@@ -327,14 +487,20 @@ impl SessionIndex for RedisSessionIndex {
         now: UnixMillis,
     ) -> BoxFuture<'a, Result<Vec<SessionEntry>, RevocationError>> {
         Box::pin(async move {
-            let (_, hash) = self.keys(user);
-            let mut cmd = redis::cmd("HVALS");
-            cmd.arg(hash);
+            let k = self.keys(user);
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(LIST)
+                .arg(2)
+                .arg(k.by_created)
+                .arg(k.info)
+                .arg(self.limit.unwrap_or(0));
             let raw: Vec<String> = self.run(cmd).await?;
             let mut out: Vec<SessionEntry> = parse_entries(raw)
                 .into_iter()
                 .filter(|e| e.expires_at > now)
                 .collect();
+            // Already in creation order; sorting again keeps entries with equal times stable
+            // whichever backend wrote them.
             out.sort_by_key(|e| e.created_at);
             Ok(out)
         })
@@ -384,6 +550,79 @@ mod tests {
             let ids: Vec<_> = idx.list("u", UnixMillis(30)).await.unwrap();
             assert_eq!(ids, vec![entry(2, 20), entry(3, 30)]);
         });
+    }
+
+    fn numbered(i: u32, created: u64, ttl: u64) -> SessionEntry {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        SessionEntry {
+            session_id: SessionId::from_bytes(id),
+            created_at: UnixMillis(created),
+            expires_at: UnixMillis(created + ttl),
+            user_agent: String::new(),
+        }
+    }
+
+    /// The fastest of `n` adds for `user`, each a new session.
+    fn fastest_add(idx: &MemorySessionIndex, user: &str, first: u32, n: u32) -> Duration {
+        (first..first + n)
+            .map(|i| {
+                let e = numbered(i, u64::from(i), 1 << 40);
+                let started = std::time::Instant::now();
+                idx.add_now(user, e, UnixMillis(0));
+                started.elapsed()
+            })
+            .min()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_login_costs_the_same_for_a_small_and_a_huge_unlimited_index() {
+        // Without a limit the index of a user may grow large; a login must not do work (under
+        // the shard's lock) proportional to it. Old code: retain and sort the whole list.
+        let idx = MemorySessionIndex::new(None);
+        for i in 0..20_000 {
+            idx.add_now("huge", numbered(i, u64::from(i), 1 << 40), UnixMillis(0));
+        }
+        for i in 0..10 {
+            idx.add_now("small", numbered(i, u64::from(i), 1 << 40), UnixMillis(0));
+        }
+        // Fastest of many, against scheduling noise; a ratio within this run, no absolute time.
+        let huge = fastest_add(&idx, "huge", 1_000_000, 50);
+        let small = fastest_add(&idx, "small", 2_000_000, 50).max(Duration::from_nanos(1));
+        let ratio = huge.as_secs_f64() / small.as_secs_f64();
+        assert!(
+            ratio < 20.0,
+            "huge {huge:?} vs small {small:?}: {ratio:.1}×"
+        );
+    }
+
+    #[test]
+    fn one_add_sweeps_a_bounded_number_of_expired_entries_and_all_of_them_eventually() {
+        let idx = MemorySessionIndex::new(None);
+        let n = u32::try_from(3 * BATCH).unwrap();
+        for i in 0..n {
+            idx.add_now("u", numbered(i, 0, 100), UnixMillis(0));
+        }
+        let held =
+            |idx: &MemorySessionIndex| idx.shard("u").lock().get("u").map_or(0, |s| s.by_id.len());
+        idx.add_now("u", numbered(n, 200, 100), UnixMillis(200));
+        assert_eq!(held(&idx), 3 * BATCH + 1 - BATCH);
+        for i in 1..=3 {
+            idx.add_now("u", numbered(n + i, 200, 100), UnixMillis(200));
+        }
+        assert_eq!(held(&idx), 4, "only the four live sessions are left");
+        assert_eq!(block_on(idx.list("u", UnixMillis(200))).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn users_are_spread_over_shards() {
+        let idx = MemorySessionIndex::new(Some(3));
+        for u in 0..1000u32 {
+            idx.add_now(&format!("user{u}"), numbered(u, 0, 100), UnixMillis(0));
+        }
+        let used = idx.shards.iter().filter(|s| !s.lock().is_empty()).count();
+        assert!(used > SHARDS / 2, "{used} of {SHARDS} shards used");
     }
 
     #[test]

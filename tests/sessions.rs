@@ -200,3 +200,42 @@ async fn two_nodes_on_one_redis_share_revocations_the_limit_and_the_list() {
     let _ = c3_cookie_check;
     assert_eq!(sessions(&c3, &base_a).await.len(), 1, "A lists what B left");
 }
+
+/// Logs in 101 times with the default limit: the first 100 sessions are all valid and listed,
+/// the 101st login revokes the oldest, and the list stays at 100.
+async fn the_default_limit_is_100(base: &str) {
+    let oldest = client(FIREFOX);
+    login(&oldest, base, "alice", "alice-password").await;
+    let (_, body) = me(&oldest, base).await;
+    let oldest_sid = body["session_id"].as_str().unwrap().to_owned();
+    for _ in 1..100 {
+        login(&client(SAFARI), base, "alice", "alice-password").await;
+    }
+    assert_eq!(me(&oldest, base).await.0, StatusCode::OK, "100: within");
+    let newest = client(SAFARI);
+    login(&newest, base, "alice", "alice-password").await;
+    let (status, body) = me(&oldest, base).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("REVOKED"))
+    );
+    assert_eq!(me(&newest, base).await.0, StatusCode::OK);
+    let list = sessions(&newest, base).await;
+    assert_eq!(list.len(), 100);
+    assert!(list.iter().all(|s| s["session_id"] != oldest_sid.as_str()));
+}
+
+#[tokio::test]
+async fn by_default_the_101st_login_revokes_the_oldest_session() {
+    let server = support::server::start(&["--insecure-dev-cookies"]);
+    the_default_limit_is_100(&server.origin()).await;
+}
+
+#[tokio::test]
+async fn by_default_the_101st_login_revokes_the_oldest_session_with_redis() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let server = support::server::start(&["--insecure-dev-cookies", "--redis", &redis.url()]);
+    the_default_limit_is_100(&server.origin()).await;
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
+use sealed_sessions::session_index::DEFAULT_MAX_SESSIONS_PER_USER;
 use sealed_sessions::{CookieSettings, EngineConfig, FingerprintPolicy};
 
 /// Flags of `sealed-sessions serve`.
@@ -52,10 +53,11 @@ pub struct ServeConfig {
     )]
     pub redis_prefix: String,
 
-    /// Keep at most this many live sessions per user: a login past the limit revokes the
-    /// user's oldest session. Shared through Redis with --redis, per node without it.
-    #[arg(long, value_name = "N", env = "SEALED_SESSIONS_MAX_SESSIONS_PER_USER")]
-    pub max_sessions_per_user: Option<usize>,
+    /// Keep at most this many live sessions per user (1 to 10000): a login past the limit
+    /// revokes the user's oldest session, and `GET /sessions` lists at most this many. Shared
+    /// through Redis with --redis, per node without it.
+    #[arg(long, value_name = "N", env = "SEALED_SESSIONS_MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER, value_parser = parse_max_sessions)]
+    pub max_sessions_per_user: usize,
 
     /// With --redis: once this node's revocation list has been out of sync with Redis longer
     /// than this, session routes answer 503 REVOCATION_STALE (fail closed). Default: never;
@@ -380,6 +382,19 @@ fn parse_concurrency(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Upper bound of `--max-sessions-per-user`: the index, one login's eviction and the
+/// `GET /sessions` body all grow with the limit, so it stays bounded too.
+const MAX_SESSIONS_PER_USER_CEILING: usize = 10_000;
+
+fn parse_max_sessions(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_SESSIONS_PER_USER_CEILING).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a whole number from 1 to {MAX_SESSIONS_PER_USER_CEILING}"
+        )),
+    }
+}
+
 /// A validated Redis URL: `redis://[user:pass@]host[:port][/db]`, `rediss://…` (TLS) or
 /// `unix:///path/to/socket`. `Debug` and `Display` hide the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -693,6 +708,27 @@ mod tests {
                 .body_read_timeout,
             Duration::from_millis(500)
         );
+    }
+
+    #[test]
+    fn max_sessions_per_user_defaults_to_100_and_is_bounded() {
+        assert_eq!(parse(&[]).unwrap().max_sessions_per_user, 100);
+        assert_eq!(
+            parse(&["--max-sessions-per-user", "2"])
+                .unwrap()
+                .max_sessions_per_user,
+            2
+        );
+        assert_eq!(
+            parse(&["--max-sessions-per-user", "10000"])
+                .unwrap()
+                .max_sessions_per_user,
+            10_000
+        );
+        // No way back to an unbounded index.
+        for bad in ["0", "10001", "-1", "lots"] {
+            assert!(parse(&["--max-sessions-per-user", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

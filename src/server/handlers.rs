@@ -100,6 +100,9 @@ async fn index_new_session(state: &AppState, s: &Sess, headers: &HeaderMap) {
     };
     let now = state.engine.now();
     match state.index.add(&c.user_id, entry, now).await {
+        // The Redis index has already published these revocations in the same step as the
+        // eviction (so they hold even when this reply is lost); revoking here as well makes
+        // them effective on this node at once, not after its tail catches up.
         Ok(evicted) => {
             for e in evicted {
                 tracing::info!(target: "sealed_sessions::audit", event = "session_limit", user = %c.user_id, sid = %e.session_id.short_hash(), "oldest session revoked: concurrent-session limit");

@@ -65,7 +65,9 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
             &key_options,
         )?;
         let users = load_users(&config).await?;
-        let limit = config.max_sessions_per_user;
+        let limit = Some(config.max_sessions_per_user);
+        // The same prefix and tag as the revocation backend (RedisConfig's default tag): the
+        // index publishes its evictions on that backend's events stream.
         let index: Arc<dyn SessionIndex> = match &config.redis {
             Some(url) => Arc::new(
                 RedisSessionIndex::new(url.expose(), &config.redis_prefix, "ss", limit)
