@@ -677,18 +677,22 @@ impl<T: SessionData> Shared<T> {
             Some(CookieChange::Set(c)) => Some(c),
             Some(CookieChange::Clear) => Some(self.engine.clear_cookie()),
             None => match &ctx.0.outcome {
-                Some(Ok(session)) if session.renewal_due() => match self.engine.renew(session) {
-                    Ok(issued) => {
-                        self.auditor.renewed(session.user_id(), session.id());
-                        Some(self.engine.set_cookie(&issued))
+                // Under the `log` fingerprint policy a changed fingerprint is adopted here, so one
+                // network change is one anomaly event, not one per renewal.
+                Some(Ok(session)) if session.renewal_due() => {
+                    match self.engine.renew_adopting(session, ctx.fingerprint()) {
+                        Ok(issued) => {
+                            self.auditor.renewed(session.user_id(), session.id());
+                            Some(self.engine.set_cookie(&issued))
+                        }
+                        Err(e) => {
+                            // The old cookie stays valid until its idle timeout; the response is
+                            // not worth failing for a missed renewal.
+                            tracing::error!(error = %e, "session renewal failed");
+                            None
+                        }
                     }
-                    Err(e) => {
-                        // The old cookie stays valid until its idle timeout; the response is
-                        // not worth failing for a missed renewal.
-                        tracing::error!(error = %e, "session renewal failed");
-                        None
-                    }
-                },
+                }
                 Some(Err(_)) => Some(self.engine.clear_cookie()),
                 Some(Ok(_)) | None => None,
             },

@@ -81,6 +81,12 @@ pub struct ServeConfig {
     #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_STEP_UP_WINDOW", default_value = "5m", value_parser = parse_duration)]
     pub step_up_window: Duration,
 
+    /// How far in this node's future a token's times (login, last password check, last
+    /// renewal) may lie before the token is refused as invalid: the clock difference allowed
+    /// between nodes.
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_MAX_CLOCK_SKEW", default_value = "2m", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
+
     /// Client fingerprint binding.
     #[arg(
         long,
@@ -203,6 +209,7 @@ impl ServeConfig {
             .absolute_timeout(self.absolute_timeout)
             .renew_after(self.renew_after)
             .step_up_window(self.step_up_window)
+            .max_clock_skew(self.max_clock_skew)
             .cookie(cookie)
             .fingerprint(self.fingerprint.policy())
             .build()
