@@ -604,3 +604,188 @@ async fn an_overflowing_retry_queue_is_bounded_and_replaced_by_a_republish() {
         .await;
     }
 }
+
+/// Revokes `n` session ids straight in the stream (as nodes would have), each until `until`;
+/// returns them.
+fn stream_revocations(
+    redis: &support::redis::RedisServer,
+    n: usize,
+    until: u64,
+) -> Vec<sealed_sessions::SessionId> {
+    let sids: Vec<_> = (0..n)
+        .map(|_| sealed_sessions::SessionId::from_bytes(rand::random()))
+        .collect();
+    let mut conn = redis.conn();
+    for chunk in sids.chunks(5000) {
+        let mut pipe = redis::pipe();
+        for sid in chunk {
+            pipe.cmd("XADD")
+                .arg(EVENTS)
+                .arg("*")
+                .arg(&[
+                    "k",
+                    "s",
+                    "id",
+                    &sid.to_string(),
+                    "until",
+                    &until.to_string(),
+                ])
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+    sids
+}
+
+/// Whether `n`'s list revokes every id in `sids`.
+fn revokes_all(n: &dyn RevocationBackend, sids: &[sealed_sessions::SessionId]) -> bool {
+    let now = UnixMillis(now_ms());
+    sids.iter()
+        .all(|sid| n.check(sid, "nobody", u64::MAX, now) == Err(Revoked::Session))
+}
+
+/// Two nodes holding the same 20,000 revocations, one of them also one only it knows (its write
+/// never reached Redis), then Redis loses everything. Returns the nodes and every id in force.
+async fn two_nodes_before_a_flush(
+    redis: &support::redis::RedisServer,
+    lock_ttl: Duration,
+) -> (Node, Node, Vec<sealed_sessions::SessionId>) {
+    let until = now_ms() + 3_600_000;
+    let mut sids = stream_revocations(redis, 20_000, until);
+    let mut c = config(&redis.url(), Duration::from_secs(3600));
+    c.republish_lock_ttl = lock_ttl;
+    c.startup_wait = Duration::from_secs(30);
+    let (a, b) = (node_from(c.clone()).await, node_from(c).await);
+    assert!(revokes_all(&*a.backend, &sids) && revokes_all(&*b.backend, &sids));
+    let only_b = sealed_sessions::SessionId::from_bytes(rand::random());
+    b.backend
+        .local()
+        .revoke_session_now(only_b, UnixMillis(until), UnixMillis(now_ms()));
+    sids.push(only_b);
+    (a, b, sids)
+}
+
+/// After the loss: both nodes synced again, the stream holds every revocation in force about
+/// once, and both nodes and a node started afterwards enforce every one.
+async fn one_copy_enforced_everywhere(
+    redis: &support::redis::RedisServer,
+    a: &Node,
+    b: &Node,
+    sids: &[sealed_sessions::SessionId],
+) {
+    let live = sids.len() as u64;
+    eventually_within("re-published and synced", Duration::from_secs(60), || {
+        xlen(redis) >= live && a.backend.sync_status().synced && b.backend.sync_status().synced
+    })
+    .await;
+    let mut c = config(&redis.url(), Duration::from_secs(3600));
+    c.startup_wait = Duration::from_secs(30);
+    let late = node_from(c).await;
+    for (name, n) in [("A", a), ("B", b), ("late", &late)] {
+        eventually_within(name, Duration::from_secs(30), || {
+            revokes_all(&*n.backend, sids)
+        })
+        .await;
+    }
+    // Seconds after the loss, many probes later for both nodes: whatever each would re-publish
+    // is in the stream by now.
+    let len = xlen(redis);
+    assert!(
+        len * 2 <= live * 3,
+        "{len} events for {live} live revocations: re-published more than once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_flushall_one_node_republishes_and_the_other_only_what_the_stream_lacks() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let (a, b, sids) = two_nodes_before_a_flush(&redis, Duration::from_secs(10)).await;
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
+    one_copy_enforced_everywhere(&redis, &a, &b, &sids).await;
+    let marker: Option<String> = redis::cmd("GET")
+        .arg("test{ss}:republished")
+        .query(&mut redis.conn())
+        .unwrap();
+    let epoch: Option<String> = redis::cmd("GET")
+        .arg("test{ss}:epoch")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(marker.is_some() && marker == epoch, "{marker:?} {epoch:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republish_lock_whose_holder_died_is_taken_over() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let (a, b, sids) = two_nodes_before_a_flush(&redis, Duration::from_secs(1)).await;
+    // Redis loses everything, and a node that took the lock dies before re-publishing anything:
+    // in one transaction, so neither live node can take the lock first.
+    let mut conn = redis.conn();
+    let ((), ()): ((), ()) = redis::pipe()
+        .atomic()
+        .cmd("FLUSHALL")
+        .cmd("SET")
+        .arg("test{ss}:republish-lock")
+        .arg("a-node-that-died")
+        .arg("PX")
+        .arg(1500)
+        .query(&mut conn)
+        .unwrap();
+    // While the dead node's lock lasts nobody re-publishes in full; the stream stays empty.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(xlen(&redis), 0);
+    one_copy_enforced_everywhere(&redis, &a, &b, &sids).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_writer_does_not_trim_the_revocations_of_longer_lived_nodes() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    // Small stream nodes, so `MINID ~` trims close to its cut-off.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(10)
+        .query(&mut redis.conn())
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    // A server running --absolute-timeout 72h declares it when it connects.
+    let _server = node_with(&redis.url(), 72 * hour).await;
+    // 300 of its revocations, recorded 30 h ago and in force for another 42 h.
+    let recorded = now_ms() - 30 * 3_600_000;
+    let until = (now_ms() + 42 * 3_600_000).to_string();
+    let old: Vec<_> = (0..300)
+        .map(|_| sealed_sessions::SessionId::from_bytes(rand::random()))
+        .collect();
+    let mut conn = redis.conn();
+    for (i, sid) in old.iter().enumerate() {
+        let _: String = redis::cmd("XADD")
+            .arg(EVENTS)
+            .arg(format!("{}-0", recorded + i as u64))
+            .arg(&["k", "s", "id", &sid.to_string(), "until", &until])
+            .query(&mut conn)
+            .unwrap();
+    }
+    // A tool with the default 24 h (the `revoke` CLI) records a revocation.
+    let tool = node_with(&redis.url(), 24 * hour).await;
+    let s = tool
+        .engine
+        .issue("alice", String::new(), None)
+        .await
+        .unwrap();
+    tool.engine.logout(&s.session).await.unwrap();
+    assert_eq!(
+        xlen(&redis),
+        301,
+        "the 72 h node's revocations were trimmed"
+    );
+    let late = node_with(&redis.url(), 72 * hour).await;
+    eventually("a late node enforces them", || {
+        revokes_all(&*late.backend, &old)
+    })
+    .await;
+}

@@ -275,6 +275,7 @@ impl RevocationBackend for MemoryRevocations {
         SyncStatus {
             backend: "memory",
             synced: true,
+            replayed: true,
             lag_ms: 0,
         }
     }

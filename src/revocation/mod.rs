@@ -28,7 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use memory::MemoryRevocations;
-pub use redis::{RedisConfig, RedisRevocations};
+pub use redis::{RedisConfig, RedisRevocations, SyncPhase};
 
 use crate::claims::SessionId;
 use crate::clock::UnixMillis;
@@ -78,7 +78,11 @@ pub struct SyncStatus {
     pub backend: &'static str,
     /// Whether this node is in sync with the shared store (always true for `memory`).
     pub synced: bool,
-    /// How far behind the shared store this node may be, in milliseconds.
+    /// Whether this node has once read the shared store's whole history (always true for
+    /// `memory`). Until then its list may lack any revocation: see [`RevocationBackend::ready`].
+    pub replayed: bool,
+    /// How long ago, in milliseconds, this node was last caught up with the shared store (since
+    /// start when it never was).
     pub lag_ms: u64,
 }
 
@@ -121,4 +125,12 @@ pub trait RevocationBackend: Send + Sync + 'static {
 
     /// Replication health.
     fn sync_status(&self) -> SyncStatus;
+
+    /// Whether [`RevocationBackend::check`] can be trusted at all: false until a replicated
+    /// backend has read the shared store's history once (a node started while the store is
+    /// unreachable, or still replaying, knows none of the revocations made elsewhere). Only ever
+    /// goes from false to true. Called on every request: one atomic load at most.
+    fn ready(&self) -> bool {
+        true
+    }
 }

@@ -4,9 +4,18 @@
 //! # Design
 //! - **Events** (`session revoked until T`, `user version raised to V until T`) are appended to one
 //!   stream, `<prefix>{<tag>}:events`, trimmed by time on every append
-//!   (`XADD … MINID ~ <redis now − absolute timeout>`): everything still in force is in the
-//!   stream, and nothing much else is. An event older than the longest session lifetime can only
-//!   revoke tokens that have expired anyway.
+//!   (`XADD … MINID ~ <redis now − horizon>`): everything still in force is in the stream, and
+//!   nothing much else is. An event older than the longest session lifetime can only revoke
+//!   tokens that have expired anyway.
+//! - **The trim horizon** is the longest absolute timeout any node or tool has declared, never
+//!   the writer's own: a `revoke` run with 24 h must not trim the revocations of servers running
+//!   72 h. Declarations live in the sorted set `<prefix>{<tag>}:horizon` (member: the lifetime in
+//!   ms, score: when the declaration lapses, by Redis's clock). Every node declares its
+//!   lifetime when it connects and then periodically; every write declares the writer's. A
+//!   declaration lapses one lifetime after its last refresh — exactly as long as the tokens of a
+//!   decommissioned deployment, and so its revocations, can matter — so a retired 30-day
+//!   deployment does not pin the stream forever. The record script drops lapsed declarations
+//!   and trims at `now − max(declared)`; a caller's value can raise the horizon, never lower it.
 //! - The authoritative per-user version lives beside it in `<prefix>{<tag>}:ver:<user>`, raised
 //!   with `max(current + 1, proposal)` by a Lua script that also appends the event, so the two
 //!   never disagree. The proposal is the node's `max(local + 1, now_ms)`, which keeps versions
@@ -14,18 +23,21 @@
 //! - Each node replays the stream at start, then tails it with a blocking `XREAD` on its own
 //!   task and connection. Events apply idempotently (max of versions, set insert of ids), so
 //!   order and duplicates do not matter. The request path only reads the in-process list.
+//! - **Not ready until replayed**: until the first replay has reached the stream's tail (an
+//!   `XREAD` from `0-0` onwards returned fewer than `COUNT` entries) the node knows none of the
+//!   revocations made elsewhere, so [`RevocationBackend::ready`] is false — however long the
+//!   replay takes, and whether or not Redis is reachable. Staleness (`lag_ms`) counts from the
+//!   last read that reached the tail, not from the last reply: a node working through a long
+//!   backlog is as far behind as the backlog.
 //! - Writes are applied locally first (a node reads its own writes), then recorded in Redis
 //!   within `op_timeout`. When Redis does not take a write, the call returns
 //!   [`RevocationError::Unavailable`], the revocation stays enforced locally, and the sync task
 //!   retries it until Redis accepts it.
-//! - **Data loss**: when Redis comes back without (some of) the events, every node that notices
-//!   re-publishes every live entry it holds and replays the stream from the start (reported not
-//!   caught up until that replay completes), so a node started afterwards still learns every
-//!   revocation in force. Once per loop iteration (at most once per `block`), one Lua call
-//!   (`PROBE`) reads the two things that can show a loss:
-//!   - the **epoch**, `<prefix>{<tag>}:epoch`, a random value set once (`SET NX`): missing or
-//!     different from the one this node adopted means Redis lost everything or was replaced
-//!     (restart without persistence, `FLUSHALL`, failover to an empty replica);
+//! - **Data loss**: once per loop iteration (at most once per `block`), one Lua call (`PROBE`)
+//!   reads the two things that can show a loss:
+//!   - the **epoch**, `<prefix>{<tag>}:epoch`, a random value: missing or different from the
+//!     one this node adopted means Redis lost everything or was replaced (restart without
+//!     persistence, `FLUSHALL`, failover to an empty replica), or another node saw a loss;
 //!   - the **stream's `last-generated-id`** (`XINFO STREAM`), compared numerically as `ms-seq`
 //!     with the id of the last event this node applied. Once a node has applied an event
 //!     (its id is above `0-0`), the stream key being gone (`DEL`, eviction under an
@@ -34,13 +46,31 @@
 //!     trimmed to no entries still exists and keeps its last generated id, so trimming is not
 //!     a loss; nor is an absent stream on a node that has applied nothing (fresh deployment).
 //!
-//!   A re-publish cut short by a dropped connection is redone after reconnecting.
+//!   Every loss gives a **new epoch**: the node that sees it replaces the epoch it had adopted
+//!   (compare-and-set, so concurrent detectors agree on one), and the others see the epoch
+//!   change. A node's first epoch is adopted, not a loss.
+//! - **One node re-publishes** after a loss, not all of them. The rule:
+//!   1. every node that sees the loss adopts the new epoch and replays the stream from `0-0`;
+//!   2. the one that takes `<prefix>{<tag>}:republish-lock` (`SET NX PX`, value: its node id,
+//!      refreshed between batches) re-publishes every live entry it holds, then writes
+//!      `<prefix>{<tag>}:republished = <epoch>` and releases the lock;
+//!   3. every other node remembers, while replaying, what the stream holds; once it has seen the
+//!      marker for its epoch *and* its replay has reached the tail after that, it re-publishes
+//!      only the live entries it holds that the stream lacks (a revocation only it knew, a
+//!      higher version): one copy of everything in force, whoever held what;
+//!   4. a non-holder that finds neither the marker nor the lock (the holder died) takes the
+//!      lock and re-publishes in full.
+//!
+//!   A node is not synced until its part is done; a re-publish cut short by a dropped
+//!   connection is redone after reconnecting.
 //! - The sync task reconnects with exponential backoff capped at `max_backoff`; the backoff
 //!   starts over after a connection that completed a read, so each new outage is retried
-//!   quickly at first.
+//!   quickly at first. It logs what is happening: unreachable, wrong topology (a replica, a
+//!   Cluster node that does not own the slot), replaying N events, replayed.
 //! - All keys share one hash tag, so the Lua script's keys live in one slot and the layout works
 //!   unchanged on Redis Cluster.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -61,15 +91,24 @@ use crate::clock::{Clock, SystemClock, UnixMillis, duration_ms};
 use crate::redis_conn::LazyConn;
 
 /// Records one event atomically: for users, raises the version key and appends the event with
-/// the version actually stored; for sessions, appends the event. Trims the stream by Redis's own
-/// clock so node clocks do not matter for trimming.
+/// the version actually stored; for sessions, appends the event. Declares the caller's lifetime
+/// and trims the stream at Redis's own `now − horizon` (the longest live declaration), so
+/// neither node clocks nor a caller's short lifetime decide what is trimmed.
 ///
-/// KEYS: events, version key (any key for sessions, unused)
+/// KEYS: events, version key (any key for sessions, unused), horizon
 /// ARGV: kind ('s' session, 'u' bump, 'r' raise to at least), id, until_ms, absolute_ms, proposal
 const RECORD: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local minid = string.format('%d-0', math.max(0, now - tonumber(ARGV[4])))
+local declared = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[3], 'GT', now + declared, ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.format('%d', now))
+local horizon = declared
+for _, m in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  local h = tonumber(m)
+  if h and h > horizon then horizon = h end
+end
+local minid = string.format('%d-0', math.max(0, now - horizon))
 if ARGV[1] == 's' then
   redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'k', 's', 'id', ARGV[2], 'until', ARGV[3])
   return ARGV[5]
@@ -86,24 +125,76 @@ redis.call('XADD', KEYS[1], 'MINID', '~', minid, '*', 'k', 'u', 'id', ARGV[2], '
 return vs
 ";
 
-/// Reads, in one round trip, what the sync loop needs to detect data loss: the epoch (nil when
-/// missing) and the events stream's last generated id (nil when the stream key does not exist;
-/// `pcall` turns the error `XINFO` raises for a missing key into that nil).
+/// Declares a lifetime in the horizon set (lapsing one lifetime from now, by Redis's clock; a
+/// later lapse already there is kept) and drops lapsed declarations.
 ///
-/// KEYS: epoch, events
+/// KEYS: horizon
+/// ARGV: absolute_ms
+const DECLARE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'GT', now + tonumber(ARGV[1]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', now))
+return 1
+";
+
+/// Reads, in one round trip, what the sync loop needs to detect data loss and follow a
+/// re-publish: the epoch (nil when missing), the events stream's last generated id and length
+/// (nil and 0 when the stream key does not exist; `pcall` turns the error `XINFO` raises for a
+/// missing key into that), and the re-publish marker (nil when missing).
+///
+/// KEYS: epoch, events, republished marker
 const PROBE: &str = r"
 local epoch = redis.call('GET', KEYS[1])
 local last = false
+local len = 0
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[2])
 if ok then
   for i = 1, #info - 1, 2 do
-    if info[i] == 'last-generated-id' then
-      last = info[i + 1]
-      break
-    end
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+    if info[i] == 'length' then len = info[i + 1] end
   end
 end
-return {epoch, last}
+return {epoch, last, len, redis.call('GET', KEYS[3])}
+";
+
+/// Adopts an epoch after a loss, or at a node's first connection: when the key is missing or
+/// still holds the epoch this node had adopted (so the loss is news), sets a fresh one;
+/// otherwise another node already did, and its epoch is adopted. Returns the epoch adopted.
+///
+/// KEYS: epoch
+/// ARGV: the epoch this node had adopted ('' for none), a fresh random epoch
+const ADOPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == false or (ARGV[1] ~= '' and cur == ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return cur
+";
+
+/// Takes the re-publish lock, or extends it when this node holds it already. Returns 1 when
+/// this node holds it now.
+///
+/// KEYS: lock
+/// ARGV: node id, ttl_ms
+const LOCK: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Marks the re-publish for an epoch done and releases the lock if this node still holds it.
+///
+/// KEYS: marker, lock
+/// ARGV: epoch, node id
+const REPUBLISHED: &str = r"
+redis.call('SET', KEYS[1], ARGV[1])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+return 1
 ";
 
 /// How to reach Redis and name the keys.
@@ -133,6 +224,9 @@ pub struct RedisConfig {
     /// again: the local list holds every one of them, so nothing is lost and memory stays
     /// bounded however long the outage.
     pub max_pending: usize,
+    /// How long the re-publish lock outlives its holder's last refresh (default 10 s): after a
+    /// data loss, the other nodes take over the re-publish this long after its holder died.
+    pub republish_lock_ttl: Duration,
 }
 
 impl RedisConfig {
@@ -148,6 +242,7 @@ impl RedisConfig {
             max_backoff: Duration::from_secs(2),
             startup_wait: Duration::from_secs(3),
             max_pending: 10_000,
+            republish_lock_ttl: Duration::from_secs(10),
         }
     }
 
@@ -194,6 +289,9 @@ enum Pending {
 struct Keys {
     events: String,
     epoch: String,
+    horizon: String,
+    republish_lock: String,
+    republished: String,
     version_prefix: String,
 }
 
@@ -203,11 +301,78 @@ impl Keys {
         Keys {
             events: format!("{base}:events"),
             epoch: format!("{base}:epoch"),
+            horizon: format!("{base}:horizon"),
+            republish_lock: format!("{base}:republish-lock"),
+            republished: format!("{base}:republished"),
             version_prefix: format!("{base}:ver:"),
         }
     }
     fn version(&self, user: &str) -> String {
         format!("{}{user}", self.version_prefix)
+    }
+}
+
+/// What the sync task is doing, as the start-up log and [`RedisRevocations::phase`] report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncPhase {
+    /// No connection attempt has finished yet.
+    Connecting,
+    /// Redis cannot be reached (the last error).
+    Unreachable(String),
+    /// Redis answers but refuses what the sync needs because of where it sits: a replica
+    /// (`READONLY`), a Cluster node that does not own the keys' slot (`MOVED`, `ASK`,
+    /// `CROSSSLOT`), a cluster that is down.
+    WrongTopology(String),
+    /// Another error from Redis (permissions, a refused script, …).
+    Failing(String),
+    /// Reading the stream: `applied` events so far of the `total` it held when this replay began.
+    Replaying {
+        /// Events applied since the replay began.
+        applied: u64,
+        /// The stream's length when the replay began.
+        total: u64,
+    },
+    /// Caught up with the stream's tail.
+    Synced,
+}
+
+impl std::fmt::Display for SyncPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncPhase::Connecting => write!(f, "connecting to Redis"),
+            SyncPhase::Unreachable(e) => write!(f, "Redis unreachable: {e}"),
+            SyncPhase::WrongTopology(e) => write!(
+                f,
+                "Redis refuses the sync because of its topology (a replica, or a Cluster node not \
+                 owning the keys' slot?): {e}"
+            ),
+            SyncPhase::Failing(e) => write!(f, "Redis error: {e}"),
+            SyncPhase::Replaying { applied, total } => {
+                write!(
+                    f,
+                    "replaying the revocation stream: {applied} of {total} events"
+                )
+            }
+            SyncPhase::Synced => write!(f, "synced"),
+        }
+    }
+}
+
+impl SyncPhase {
+    /// The phase an error of the sync connection puts the node in.
+    fn from_error(e: &redis::RedisError) -> SyncPhase {
+        let msg = e.to_string();
+        match e.code() {
+            Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN") => {
+                SyncPhase::WrongTopology(msg)
+            }
+            _ if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
+                SyncPhase::Unreachable(msg)
+            }
+            Some(_) => SyncPhase::Failing(msg),
+            None => SyncPhase::Unreachable(msg),
+        }
     }
 }
 
@@ -219,14 +384,21 @@ struct Shared {
     writer: LazyConn,
     config: RedisConfig,
     clock: Arc<dyn Clock>,
+    // Random, per process: the value of the re-publish lock while this node holds it.
+    node_id: String,
     // Writes Redis has not accepted yet, retried by the sync task (at most `max_pending`).
     pending: Mutex<Vec<Pending>>,
     // The pending queue overflowed and was dropped: re-publish everything live instead.
     republish_owed: AtomicBool,
     connected: AtomicBool,
     caught_up: AtomicBool,
-    last_contact_ms: AtomicU64,
+    // The first replay reached the tail. Never goes back to false: later replays (after a data
+    // loss) start from a list that already holds everything this node knew.
+    replayed: AtomicBool,
+    // When a read last reached the stream's tail (0: never).
+    last_caught_up_ms: AtomicU64,
     started_ms: u64,
+    phase: Mutex<SyncPhase>,
     ready: watch::Sender<bool>,
 }
 
@@ -253,8 +425,9 @@ impl std::fmt::Debug for RedisRevocations {
 
 impl RedisRevocations {
     /// Starts the backend: spawns the sync task (on the current tokio runtime), and waits up to
-    /// `startup_wait` for it to replay the stream. If Redis cannot be reached the node still
-    /// starts, unsynced, and keeps retrying with capped exponential backoff.
+    /// `startup_wait` for it to replay the stream. If Redis cannot be reached, or the replay
+    /// takes longer, the node still starts — not [`ready`](RevocationBackend::ready) — and the
+    /// sync task keeps going (retrying with capped exponential backoff).
     ///
     /// # Errors
     /// [`RedisSetupError::Url`] when the URL is unusable.
@@ -281,11 +454,14 @@ impl RedisRevocations {
             started_ms: clock.now().0,
             clock,
             config,
+            node_id: format!("{:032x}", rand::random::<u128>()),
             pending: Mutex::new(Vec::new()),
             republish_owed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
-            last_contact_ms: AtomicU64::new(0),
+            replayed: AtomicBool::new(false),
+            last_caught_up_ms: AtomicU64::new(0),
+            phase: Mutex::new(SyncPhase::Connecting),
             ready,
         });
         let task = tokio::spawn(sync_loop(shared.clone()));
@@ -303,6 +479,51 @@ impl RedisRevocations {
     pub fn pending_writes(&self) -> usize {
         self.shared.pending.lock().len()
     }
+
+    /// What the sync task is doing now (for logs: unreachable, replaying, synced…).
+    pub fn phase(&self) -> SyncPhase {
+        self.shared.phase.lock().clone()
+    }
+}
+
+/// What an applied event revoked, so a node can tell what the stream holds.
+enum Applied {
+    Session(SessionId),
+    User(String, u64),
+}
+
+/// What a replay found in the stream: the sessions revoked there and each user's highest
+/// version there.
+#[derive(Default)]
+struct Seen {
+    sessions: HashSet<SessionId>,
+    users: HashMap<String, u64>,
+}
+
+impl Seen {
+    fn add(&mut self, applied: Applied) {
+        match applied {
+            Applied::Session(sid) => {
+                self.sessions.insert(sid);
+            }
+            Applied::User(user, v) => {
+                let e = self.users.entry(user).or_insert(0);
+                *e = (*e).max(v);
+            }
+        }
+    }
+
+    /// Whether the stream already carries `entry` (or something that revokes at least as much).
+    fn covers(&self, entry: &LiveEntry) -> bool {
+        match entry {
+            LiveEntry::Session { session_id, .. } => self.sessions.contains(session_id),
+            LiveEntry::User {
+                user_id,
+                min_version,
+                ..
+            } => self.users.get(user_id).is_some_and(|v| v >= min_version),
+        }
+    }
 }
 
 impl Shared {
@@ -310,13 +531,18 @@ impl Shared {
         self.clock.now()
     }
 
+    fn set_phase(&self, phase: SyncPhase) {
+        *self.phase.lock() = phase;
+    }
+
     fn record_cmd(&self, p: &Pending) -> redis::Cmd {
         let abs = duration_ms(self.config.absolute_timeout);
         let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RECORD).arg(2).arg(&self.keys.events);
+        cmd.arg(RECORD).arg(3).arg(&self.keys.events);
         match p {
             Pending::Session { id, until } => {
                 cmd.arg(&self.keys.epoch)
+                    .arg(&self.keys.horizon)
                     .arg("s")
                     .arg(id.to_string())
                     .arg(until.0)
@@ -329,6 +555,7 @@ impl Shared {
                 until,
             } => {
                 cmd.arg(self.keys.version(user))
+                    .arg(&self.keys.horizon)
                     .arg("r")
                     .arg(user)
                     .arg(until.0)
@@ -344,7 +571,19 @@ impl Shared {
         self.writer.query(cmd).await
     }
 
-    fn apply(&self, fields: &std::collections::HashMap<String, redis::Value>) {
+    /// Declares this node's lifetime in the horizon set (see the module docs).
+    async fn declare_horizon(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        redis::cmd("EVAL")
+            .arg(DECLARE)
+            .arg(1)
+            .arg(&self.keys.horizon)
+            .arg(duration_ms(self.config.absolute_timeout))
+            .query_async::<i64>(conn)
+            .await
+            .map(|_| ())
+    }
+
+    fn apply(&self, fields: &HashMap<String, redis::Value>) -> Option<Applied> {
         let get = |k: &str| -> Option<String> {
             fields
                 .get(k)
@@ -354,28 +593,36 @@ impl Shared {
         let until = get("until").and_then(|u| u.parse().ok()).map(UnixMillis);
         match (get("k").as_deref(), get("id"), until) {
             (Some("s"), Some(id), Some(until)) => {
-                if let Some(sid) = SessionId::parse_hex(&id) {
-                    self.local.revoke_session_now(sid, until, now);
-                }
+                let sid = SessionId::parse_hex(&id)?;
+                self.local.revoke_session_now(sid, until, now);
+                Some(Applied::Session(sid))
             }
             (Some("u"), Some(user), Some(until)) => {
-                if let Some(v) = get("v").and_then(|v| v.parse().ok()) {
-                    self.local.raise_user_version(&user, v, until, now);
-                }
+                let v = get("v").and_then(|v| v.parse().ok())?;
+                self.local.raise_user_version(&user, v, until, now);
+                Some(Applied::User(user, v))
             }
             // An event this build does not understand is skipped, not fatal: a newer node may
             // write kinds an older one ignores.
             _ => {
-                tracing::warn!(target: "sealed_sessions::sync", "skipping malformed revocation event")
+                tracing::warn!(target: "sealed_sessions::sync", "skipping malformed revocation event");
+                None
             }
         }
     }
 
-    /// Re-publishes every live local entry (after Redis lost its data).
-    async fn republish(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<usize> {
-        let entries = self.local.live_entries(self.now());
-        let n = entries.len();
+    /// Re-publishes `entries`; with `lock`, extends the re-publish lock before each batch (so a
+    /// holder that is still working keeps it, and one that died loses it).
+    async fn republish(
+        &self,
+        conn: &mut MultiplexedConnection,
+        entries: &[LiveEntry],
+        lock: bool,
+    ) -> redis::RedisResult<usize> {
         for chunk in entries.chunks(500) {
+            if lock {
+                self.take_lock(conn).await?;
+            }
             let mut pipe = redis::pipe();
             for e in chunk {
                 let p = match e {
@@ -397,7 +644,20 @@ impl Shared {
             }
             pipe.query_async::<()>(conn).await?;
         }
-        Ok(n)
+        Ok(entries.len())
+    }
+
+    /// Takes or extends the re-publish lock; true when this node holds it.
+    async fn take_lock(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
+        let got: i64 = redis::cmd("EVAL")
+            .arg(LOCK)
+            .arg(1)
+            .arg(&self.keys.republish_lock)
+            .arg(&self.node_id)
+            .arg(duration_ms(self.config.republish_lock_ttl).max(1))
+            .query_async(conn)
+            .await?;
+        Ok(got == 1)
     }
 
     /// Keeps a write Redis did not take for the sync task to retry; past `max_pending`, drops
@@ -434,9 +694,11 @@ impl Shared {
         err.map_or(Ok(()), Err)
     }
 
-    fn set_synced(&self, caught_up: bool) {
-        self.caught_up.store(caught_up, Ordering::Relaxed);
-        if caught_up {
+    /// A read reached the stream's tail: the node is caught up as of now.
+    fn reached_tail(&self) {
+        self.last_caught_up_ms
+            .store(self.now().0, Ordering::Relaxed);
+        if !self.replayed.swap(true, Ordering::Release) {
             self.ready.send_replace(true);
         }
     }
@@ -445,7 +707,7 @@ impl Shared {
 /// Why a node re-publishes what it holds: the signal that showed Redis lost data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Loss {
-    /// The epoch key is missing or differs from the one adopted (or none was adopted yet).
+    /// The epoch key is missing or differs from the one adopted.
     Epoch,
     /// The events stream is gone although this node had applied events from it.
     StreamGone,
@@ -488,19 +750,34 @@ fn stream_loss(applied: &str, last_generated: Option<&str>) -> Option<Loss> {
     }
 }
 
+/// A node's part in the recovery from a data loss that is not done yet (see the module docs).
+struct Recovery {
+    loss: Loss,
+    /// What the replay since the loss found in the stream.
+    seen: Seen,
+    /// The holder's marker for the adopted epoch has been read: once a read after it reaches the
+    /// tail, the stream holds everything the holder re-published.
+    marker_seen: bool,
+}
+
 /// What the sync task keeps across connections.
 struct SyncState {
     /// Id of the last stream entry applied (`0-0`: none; the next read replays from the start).
     last_id: String,
     /// The epoch adopted from Redis; `None` until the first connection.
     epoch: Option<String>,
-    /// A loss detected whose re-publish has not completed yet; redone after reconnecting.
-    owed: Option<Loss>,
+    /// A recovery from a data loss in progress; carried over a dropped connection.
+    recovery: Option<Recovery>,
     /// The current connection completed a read (then the backoff starts over).
     read_ok: bool,
+    /// When this node last declared its lifetime in the horizon set.
+    declared_ms: Option<u64>,
 }
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Entries per `XREAD`; a shorter reply means the read reached the tail.
+const READ_COUNT: usize = 1000;
 
 /// Replays, then tails the stream; reconnects with capped exponential backoff, which starts over
 /// after a connection that completed a read.
@@ -510,25 +787,202 @@ async fn sync_loop(shared: Arc<Shared>) {
     let mut state = SyncState {
         last_id: "0-0".to_string(),
         epoch: None,
-        owed: None,
+        recovery: None,
         read_ok: false,
+        declared_ms: None,
     };
     loop {
         state.read_ok = false;
-        match sync_session(&shared, &mut state).await {
-            Ok(()) => {}
-            Err(e) => {
-                if shared.connected.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(target: "sealed_sessions::sync", error = %e, "lost Redis; validating from the local list");
+        if let Err(e) = sync_session(&shared, &mut state).await {
+            let phase = SyncPhase::from_error(&e);
+            let was_connected = shared.connected.swap(false, Ordering::Relaxed);
+            // One line per change of state, not one per retry.
+            if was_connected || *shared.phase.lock() != phase {
+                let replayed = shared.replayed.load(Ordering::Relaxed);
+                if replayed {
+                    tracing::warn!(target: "sealed_sessions::sync", "{phase}; validating from the local list");
+                } else {
+                    tracing::warn!(target: "sealed_sessions::sync", "{phase}; session routes answer 503 until the first replay is done");
                 }
-                shared.caught_up.store(false, Ordering::Relaxed);
             }
+            shared.set_phase(phase);
+            shared.caught_up.store(false, Ordering::Relaxed);
         }
         if state.read_ok {
             backoff = initial;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(shared.config.max_backoff);
+    }
+}
+
+/// What [`PROBE`] returns.
+struct Probe {
+    epoch: Option<String>,
+    last_generated: Option<String>,
+    length: u64,
+    marker: Option<String>,
+}
+
+async fn probe(shared: &Shared, conn: &mut MultiplexedConnection) -> redis::RedisResult<Probe> {
+    let (epoch, last_generated, length, marker): (
+        Option<String>,
+        Option<String>,
+        u64,
+        Option<String>,
+    ) = redis::cmd("EVAL")
+        .arg(PROBE)
+        .arg(3)
+        .arg(&shared.keys.epoch)
+        .arg(&shared.keys.events)
+        .arg(&shared.keys.republished)
+        .query_async(conn)
+        .await?;
+    Ok(Probe {
+        epoch,
+        last_generated,
+        length,
+        marker,
+    })
+}
+
+/// Adopts an epoch (see [`ADOPT`]): the first at a node's first connection, a new one after a
+/// loss. Returns the epoch adopted.
+async fn adopt_epoch(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+    had: Option<&str>,
+) -> redis::RedisResult<String> {
+    redis::cmd("EVAL")
+        .arg(ADOPT)
+        .arg(1)
+        .arg(&shared.keys.epoch)
+        .arg(had.unwrap_or(""))
+        .arg(format!("{:032x}", rand::random::<u128>()))
+        .query_async(conn)
+        .await
+}
+
+/// Declares this node's lifetime at each connection and then every quarter lifetime (at most
+/// every minute), so its declaration never lapses while it runs.
+async fn keep_declared(
+    shared: &Shared,
+    state: &mut SyncState,
+    conn: &mut MultiplexedConnection,
+    fresh_connection: bool,
+) -> redis::RedisResult<()> {
+    let now = shared.now().0;
+    let every = (duration_ms(shared.config.absolute_timeout) / 4).min(60_000);
+    let due = fresh_connection
+        || state
+            .declared_ms
+            .is_none_or(|at| now.saturating_sub(at) >= every);
+    if due {
+        shared.declare_horizon(conn).await?;
+        state.declared_ms = Some(now);
+    }
+    Ok(())
+}
+
+/// Starts a recovery from `loss`: a new epoch, a replay from the start, and this node's part
+/// in the re-publish still to do.
+async fn begin_recovery(
+    shared: &Shared,
+    state: &mut SyncState,
+    conn: &mut MultiplexedConnection,
+    loss: Loss,
+) -> redis::RedisResult<()> {
+    shared.caught_up.store(false, Ordering::Relaxed);
+    let adopted = adopt_epoch(shared, conn, state.epoch.as_deref()).await?;
+    tracing::warn!(target: "sealed_sessions::sync", signal = loss.signal(), "Redis lost revocation data; replaying, and re-publishing what the stream lacks");
+    state.epoch = Some(adopted);
+    state.last_id = "0-0".into();
+    state.recovery = Some(Recovery {
+        loss,
+        seen: Seen::default(),
+        marker_seen: false,
+    });
+    Ok(())
+}
+
+/// This node's turn in a recovery, before a read: when the holder's marker is there, wait for
+/// the replay to reach the tail; otherwise try the lock, and re-publish in full if taken.
+async fn recovery_step(
+    shared: &Shared,
+    state: &mut SyncState,
+    conn: &mut MultiplexedConnection,
+    marker: Option<&str>,
+) -> redis::RedisResult<()> {
+    let Some(rec) = state.recovery.as_mut() else {
+        return Ok(());
+    };
+    if rec.marker_seen {
+        return Ok(());
+    }
+    if marker.is_some() && marker == state.epoch.as_deref() {
+        rec.marker_seen = true;
+        return Ok(());
+    }
+    if !shared.take_lock(conn).await? {
+        // Another node holds the lock: it re-publishes, this node replays.
+        return Ok(());
+    }
+    let entries = shared.local.live_entries(shared.now());
+    let republished = shared.republish(conn, &entries, true).await?;
+    let _: i64 = redis::cmd("EVAL")
+        .arg(REPUBLISHED)
+        .arg(2)
+        .arg(&shared.keys.republished)
+        .arg(&shared.keys.republish_lock)
+        .arg(state.epoch.as_deref().unwrap_or(""))
+        .arg(&shared.node_id)
+        .query_async(conn)
+        .await?;
+    tracing::warn!(target: "sealed_sessions::sync", republished, signal = rec.loss.signal(), "re-published every live entry held here (this node took the re-publish lock)");
+    state.recovery = None;
+    Ok(())
+}
+
+/// This node's turn in a recovery, after a read that reached the tail past the holder's
+/// marker: re-publishes only what the stream lacks.
+async fn finish_recovery(
+    shared: &Shared,
+    state: &mut SyncState,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    let Some(rec) = state.recovery.as_ref().filter(|r| r.marker_seen) else {
+        return Ok(());
+    };
+    let missing: Vec<LiveEntry> = shared
+        .local
+        .live_entries(shared.now())
+        .into_iter()
+        .filter(|e| !rec.seen.covers(e))
+        .collect();
+    let republished = shared.republish(conn, &missing, false).await?;
+    tracing::info!(target: "sealed_sessions::sync", republished, signal = rec.loss.signal(), "another node re-published after the data loss; re-published only the live entries the stream lacked");
+    state.recovery = None;
+    Ok(())
+}
+
+/// Re-publishes every live entry after the retry queue overflowed.
+async fn pay_republish_owed(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+) -> redis::RedisResult<()> {
+    if !shared.republish_owed.swap(false, Ordering::Relaxed) {
+        return Ok(());
+    }
+    let entries = shared.local.live_entries(shared.now());
+    match shared.republish(conn, &entries, false).await {
+        Ok(republished) => {
+            tracing::info!(target: "sealed_sessions::sync", republished, "re-published the live entries after the retry queue overflowed");
+            Ok(())
+        }
+        Err(e) => {
+            shared.republish_owed.store(true, Ordering::Relaxed);
+            Err(e)
+        }
     }
 }
 
@@ -541,78 +995,81 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
         .client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await?;
+    keep_declared(shared, state, &mut conn, true).await?;
     if !shared.connected.swap(true, Ordering::Relaxed) {
         tracing::info!(target: "sealed_sessions::sync", "connected to Redis");
     }
     let block_ms = usize::try_from(duration_ms(shared.config.block)).unwrap_or(1000);
+    // Set when a read from `0-0` begins, for the progress log.
+    let mut replay: Option<(u64, u64, std::time::Instant)> = None;
     loop {
+        keep_declared(shared, state, &mut conn, false).await?;
         // Detects a Redis that came back without (some of) our data; see the module docs.
-        let (current, last_generated): (Option<String>, Option<String>) = redis::cmd("EVAL")
-            .arg(PROBE)
-            .arg(2)
-            .arg(&shared.keys.epoch)
-            .arg(&shared.keys.events)
-            .query_async(&mut conn)
-            .await?;
-        let loss = state
-            .owed
-            .or_else(|| (current.is_none() || current != state.epoch).then_some(Loss::Epoch))
-            .or_else(|| stream_loss(&state.last_id, last_generated.as_deref()));
-        if let Some(loss) = loss {
-            state.owed = Some(loss);
-            shared.caught_up.store(false, Ordering::Relaxed);
-            let fresh = format!("{:032x}", rand::random::<u128>());
-            let _: () = redis::cmd("SET")
-                .arg(&shared.keys.epoch)
-                .arg(&fresh)
-                .arg("NX")
-                .query_async(&mut conn)
-                .await?;
-            let adopted: Option<String> = conn.get(&shared.keys.epoch).await?;
-            let republished = shared.republish(&mut conn).await?;
-            // The first adoption of an epoch is a start, not a loss.
-            if loss != Loss::Epoch || state.epoch.is_some() {
-                tracing::warn!(target: "sealed_sessions::sync", republished, signal = loss.signal(), "Redis lost its revocation data; re-published the live entries held here");
-            }
-            state.epoch = adopted;
-            state.last_id = "0-0".into();
-            state.owed = None;
-        }
-        if shared.republish_owed.swap(false, Ordering::Relaxed) {
-            match shared.republish(&mut conn).await {
-                Ok(republished) => {
-                    tracing::info!(target: "sealed_sessions::sync", republished, "re-published the live entries after the retry queue overflowed");
-                }
-                Err(e) => {
-                    shared.republish_owed.store(true, Ordering::Relaxed);
-                    return Err(e);
+        let p = probe(shared, &mut conn).await?;
+        match &state.epoch {
+            // A node's first epoch is adopted, not a loss: all it holds are its own writes,
+            // which the retry queue (or an owed re-publish) brings to Redis.
+            None => state.epoch = Some(adopt_epoch(shared, &mut conn, None).await?),
+            Some(had) => {
+                let loss = (p.epoch.as_deref() != Some(had.as_str()))
+                    .then_some(Loss::Epoch)
+                    .or_else(|| stream_loss(&state.last_id, p.last_generated.as_deref()));
+                if let Some(loss) = loss {
+                    begin_recovery(shared, state, &mut conn, loss).await?;
                 }
             }
         }
+        recovery_step(shared, state, &mut conn, p.marker.as_deref()).await?;
+        pay_republish_owed(shared, &mut conn).await?;
         if !shared.pending.lock().is_empty() && shared.flush_pending().await.is_err() {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "pending revocations not accepted",
             )));
         }
-        let opts = StreamReadOptions::default().count(1000).block(block_ms);
+        if state.last_id == "0-0" && replay.is_none() {
+            replay = Some((0, p.length, std::time::Instant::now()));
+            if p.length > 0 {
+                tracing::info!(target: "sealed_sessions::sync", events = p.length, "replaying the revocation stream: {} events", p.length);
+            }
+        }
+        let opts = StreamReadOptions::default()
+            .count(READ_COUNT)
+            .block(block_ms);
         let reply: Option<StreamReadReply> = conn
             .xread_options(&[&shared.keys.events], &[state.last_id.as_str()], &opts)
             .await?;
         state.read_ok = true;
-        shared
-            .last_contact_ms
-            .store(shared.now().0, Ordering::Relaxed);
         let mut n = 0;
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in key.ids {
-                shared.apply(&entry.map);
+                let applied = shared.apply(&entry.map);
+                if let (Some(rec), Some(a)) = (state.recovery.as_mut(), applied) {
+                    rec.seen.add(a);
+                }
                 state.last_id = entry.id;
                 n += 1;
             }
         }
-        if n < 1000 && !shared.caught_up.load(Ordering::Relaxed) {
-            shared.set_synced(true);
+        if n >= READ_COUNT {
+            // Still working through a backlog: not caught up, and not counted as contact.
+            if let Some((applied, total, _)) = replay.as_mut() {
+                *applied += n as u64;
+                shared.set_phase(SyncPhase::Replaying {
+                    applied: *applied,
+                    total: *total,
+                });
+            }
+            continue;
+        }
+        finish_recovery(shared, state, &mut conn).await?;
+        shared.reached_tail();
+        if let Some((applied, _, began)) = replay.take().filter(|(a, _, _)| a + n as u64 > 0) {
+            let applied = applied + n as u64;
+            tracing::info!(target: "sealed_sessions::sync", events = applied, took_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX), "replayed the revocation stream");
+        }
+        if state.recovery.is_none() && !shared.caught_up.swap(true, Ordering::Relaxed) {
+            shared.set_phase(SyncPhase::Synced);
         }
     }
 }
@@ -681,9 +1138,10 @@ impl RevocationBackend for RedisRevocations {
             let abs = duration_ms(self.shared.config.absolute_timeout);
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(RECORD)
-                .arg(2)
+                .arg(3)
                 .arg(&self.shared.keys.events)
                 .arg(self.shared.keys.version(user_id))
+                .arg(&self.shared.keys.horizon)
                 .arg("u")
                 .arg(user_id)
                 .arg(until.0)
@@ -717,12 +1175,23 @@ impl RevocationBackend for RedisRevocations {
             && s.caught_up.load(Ordering::Relaxed)
             && s.pending.lock().is_empty()
             && !s.republish_owed.load(Ordering::Relaxed);
-        let last = s.last_contact_ms.load(Ordering::Relaxed).max(s.started_ms);
+        // Counted from the last read that reached the tail: a node replaying a backlog is as far
+        // behind as the backlog, however often Redis answers.
+        let last = s
+            .last_caught_up_ms
+            .load(Ordering::Relaxed)
+            .max(s.started_ms);
         SyncStatus {
             backend: "redis",
             synced,
+            replayed: s.replayed.load(Ordering::Relaxed),
             lag_ms: s.now().0.saturating_sub(last),
         }
+    }
+
+    #[inline]
+    fn ready(&self) -> bool {
+        self.shared.replayed.load(Ordering::Acquire)
     }
 }
 

@@ -37,8 +37,9 @@ const MAX_PASSWORD: usize = 1024;
 
 type Sess = Session<SessionData>;
 
-/// The session routes, behind the staleness guard when `--max-staleness` is set. The session
-/// layer itself wraps the whole application ([`super::routes::finish`]).
+/// The session routes, behind the staleness guard when it can fire: with `--max-staleness`, or
+/// while the Redis revocation list has not been replayed yet. The session layer itself wraps the
+/// whole application ([`super::routes::finish`]).
 pub fn session_routes(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
         .route("/login", post(login))
@@ -50,8 +51,10 @@ pub fn session_routes(state: &AppState) -> Router<AppState> {
         .route("/elevate", post(elevate))
         .route("/sessions", get(list_sessions))
         .route("/sessions/{id}", delete(delete_session));
-    // Only when asked for: every layer costs each request a boxed clone and a future.
-    if state.max_staleness.is_some() {
+    // Only when it can fire: every layer costs each request a boxed clone and a future.
+    // Readiness only ever goes from false to true, so a list ready now (memory-only, or Redis
+    // replayed within the start-up wait) never needs the guard for it.
+    if state.max_staleness.is_some() || !state.revocations_ready() {
         routes.layer(middleware::from_fn_with_state(
             state.clone(),
             fail_closed_when_stale,
@@ -61,13 +64,20 @@ pub fn session_routes(state: &AppState) -> Router<AppState> {
     }
 }
 
-/// `--max-staleness`: once the revocation list has been out of sync longer than allowed, session
-/// routes answer 503 rather than trust a list that may miss revocations.
+/// Session routes answer 503 rather than trust a revocation list that may miss revocations: one
+/// not replayed from Redis yet, or (`--max-staleness`) one out of sync for longer than allowed.
 async fn fail_closed_when_stale(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
+    if !state.revocations_ready() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "REVOCATION_STALE",
+            "revocation list not loaded from Redis yet",
+        );
+    }
     if state.too_stale() {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,

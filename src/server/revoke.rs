@@ -52,7 +52,8 @@ pub struct RevokeArgs {
     pub redis_prefix: String,
 
     /// The servers' --absolute-timeout (at least): how long a logout-everywhere must be kept,
-    /// and the default for --until.
+    /// and the default for --until. Never shortens what Redis keeps: the stream is trimmed by the
+    /// longest lifetime any server or tool has declared.
     #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_ABSOLUTE_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
     pub absolute_timeout: Duration,
 

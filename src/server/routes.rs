@@ -110,10 +110,23 @@ impl AppState {
         self.verifier.users()
     }
 
-    /// Whether the revocation list is too stale to trust (`--max-staleness`).
+    /// Whether the revocation list is too stale to trust: not replayed from Redis yet (a node
+    /// that knows none of the revocations made elsewhere), or, with `--max-staleness`, out of sync
+    /// for longer than allowed.
     pub fn too_stale(&self) -> bool {
-        // Asked on every session request: without --max-staleness, do not even look (the Redis
-        // backend's status takes a lock its sync task also takes).
+        !self.revocations_ready() || self.out_of_sync_too_long()
+    }
+
+    /// Whether the revocation list holds what the shared store held once (always, without
+    /// Redis). One atomic load.
+    pub fn revocations_ready(&self) -> bool {
+        self.engine.revocations().ready()
+    }
+
+    /// `--max-staleness`: out of sync with Redis for longer than allowed.
+    fn out_of_sync_too_long(&self) -> bool {
+        // Without --max-staleness, do not even look (the Redis backend's status takes a lock
+        // its sync task also takes).
         let Some(max) = self.max_staleness else {
             return false;
         };
@@ -173,9 +186,19 @@ async fn method_not_allowed() -> Response {
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let sync = state.engine.revocations().sync_status();
+    let ready = state.revocations_ready();
     let stale = state.too_stale();
+    let status = if !ready {
+        "starting"
+    } else if stale {
+        "stale"
+    } else if sync.synced {
+        "ok"
+    } else {
+        "degraded"
+    };
     let body = json!({
-        "status": if stale { "stale" } else if sync.synced { "ok" } else { "degraded" },
+        "status": status,
         "revocation": {
             "backend": sync.backend,
             "synced": sync.synced,

@@ -82,10 +82,11 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
                 let backend = RedisRevocations::connect(rc)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                if backend.sync_status().synced {
+                if backend.ready() {
                     info!(redis = %url, "revocation list synced from Redis");
                 } else {
-                    warn!(redis = %url, "Redis unreachable at start: validating from the local list and retrying");
+                    let phase = backend.phase();
+                    warn!(redis = %url, "revocation list not loaded yet ({phase}): session routes answer 503 REVOCATION_STALE until the first replay is done");
                 }
                 Arc::new(backend)
             }
