@@ -850,6 +850,31 @@ async fn log_mode_accepts_changes_and_reports_a_burst_as_an_anomaly() {
 }
 
 #[tokio::test]
+async fn log_mode_adopts_a_changed_fingerprint_so_one_change_is_reported_once() {
+    let s = start(CookieSettings::production(), FingerprintMode::Log).await;
+    let login = s.login("fp-ola", None, CHROME_120).await;
+    let token = login.token(&s.cookie_name);
+    // The first request from the other browser is reported, and its response re-issues the
+    // cookie with the new fingerprint at once (no renew-after wait).
+    let r = s.get_as("/me", &token, FIREFOX).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let adopted = r.token(&s.cookie_name);
+    assert_ne!(adopted, token);
+    // A client that keeps the new cookie is not reported again.
+    for _ in 0..5 {
+        let r = s.get_as("/me", &adopted, FIREFOX).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.set_cookies.is_empty(), "{:?}", r.set_cookies);
+    }
+    let logs = captured();
+    let reports = logs
+        .lines()
+        .filter(|l| l.contains("user=fp-ola") && l.contains("event=\"fingerprint_mismatch\""))
+        .count();
+    assert_eq!(reports, 1, "{logs}");
+}
+
+#[tokio::test]
 async fn audit_events_name_users_and_hashed_ids_but_never_tokens() {
     let s = start(CookieSettings::production(), FingerprintMode::Off).await;
     let r = s.login("audit-nina", None, CHROME_120).await;
