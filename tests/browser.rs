@@ -361,6 +361,7 @@ async fn scenario(origin: &str, laptop: &Client, phone: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium + chromedriver"]
 async fn two_devices_sign_in_and_logout_everywhere_signs_out_both_in_chromium() {
     // Plain-http localhost: the development cookie preset.
     let srv = server::start(&["--insecure-dev-cookies"]);

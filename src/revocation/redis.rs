@@ -174,11 +174,16 @@ return cur
 ";
 
 /// Takes the re-publish lock, or extends it when this node holds it already. Returns 1 when
-/// this node holds it now.
+/// this node holds it now, 0 when another node does, 2 when the re-publish for this epoch is
+/// done already (checked in the same step, so a node cannot take a lock the finished holder
+/// has just released and re-publish everything a second time).
 ///
-/// KEYS: lock
-/// ARGV: node id, ttl_ms
+/// KEYS: lock, republished marker
+/// ARGV: node id, ttl_ms, epoch ('' to only extend)
 const LOCK: &str = r"
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then
+  return 2
+end
 local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -621,7 +626,7 @@ impl Shared {
     ) -> redis::RedisResult<usize> {
         for chunk in entries.chunks(500) {
             if lock {
-                self.take_lock(conn).await?;
+                self.take_lock(conn, "").await?;
             }
             let mut pipe = redis::pipe();
             for e in chunk {
@@ -648,16 +653,26 @@ impl Shared {
     }
 
     /// Takes or extends the re-publish lock; true when this node holds it.
-    async fn take_lock(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<bool> {
+    async fn take_lock(
+        &self,
+        conn: &mut MultiplexedConnection,
+        epoch: &str,
+    ) -> redis::RedisResult<LockState> {
         let got: i64 = redis::cmd("EVAL")
             .arg(LOCK)
-            .arg(1)
+            .arg(2)
             .arg(&self.keys.republish_lock)
+            .arg(&self.keys.republished)
             .arg(&self.node_id)
             .arg(duration_ms(self.config.republish_lock_ttl).max(1))
+            .arg(epoch)
             .query_async(conn)
             .await?;
-        Ok(got == 1)
+        Ok(match got {
+            1 => LockState::Held,
+            2 => LockState::Done,
+            _ => LockState::Busy,
+        })
     }
 
     /// Keeps a write Redis did not take for the sync task to retry; past `max_pending`, drops
@@ -702,6 +717,17 @@ impl Shared {
             self.ready.send_replace(true);
         }
     }
+}
+
+/// The re-publish lock as [`Shared::take_lock`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockState {
+    /// This node holds it.
+    Held,
+    /// Another node holds it.
+    Busy,
+    /// The re-publish for this epoch is done.
+    Done,
 }
 
 /// Why a node re-publishes what it holds: the signal that showed Redis lost data.
@@ -923,9 +949,18 @@ async fn recovery_step(
         rec.marker_seen = true;
         return Ok(());
     }
-    if !shared.take_lock(conn).await? {
+    match shared
+        .take_lock(conn, state.epoch.as_deref().unwrap_or(""))
+        .await?
+    {
+        LockState::Held => {}
         // Another node holds the lock: it re-publishes, this node replays.
-        return Ok(());
+        LockState::Busy => return Ok(()),
+        // The holder finished since the probe: this node re-publishes only what it lacks.
+        LockState::Done => {
+            rec.marker_seen = true;
+            return Ok(());
+        }
     }
     let entries = shared.local.live_entries(shared.now());
     let republished = shared.republish(conn, &entries, true).await?;
@@ -1063,7 +1098,6 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
             continue;
         }
         finish_recovery(shared, state, &mut conn).await?;
-        shared.reached_tail();
         if let Some((applied, _, began)) = replay.take().filter(|(a, _, _)| a + n as u64 > 0) {
             let applied = applied + n as u64;
             tracing::info!(target: "sealed_sessions::sync", events = applied, took_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX), "replayed the revocation stream");
@@ -1071,6 +1105,8 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
         if state.recovery.is_none() && !shared.caught_up.swap(true, Ordering::Relaxed) {
             shared.set_phase(SyncPhase::Synced);
         }
+        // Last: this wakes `connect`, whose caller may ask `sync_status` at once.
+        shared.reached_tail();
     }
 }
 
