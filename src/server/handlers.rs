@@ -495,8 +495,8 @@ async fn elevate(
             "this account cannot be elevated",
         ));
     }
-    // Admin rights for a session are a sensitive change: like a password change, they need a
-    // password check within the step-up window, so a stolen cookie alone cannot get them.
+    // Admin rights for a session are a sensitive change: they need a password entry (login or
+    // step-up) within the step-up window, so a cookie stolen later than that cannot get them.
     session
         .require_fresh(None)
         .map_err(IntoResponse::into_response)?;
