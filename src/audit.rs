@@ -4,8 +4,13 @@
 //! Every event has a field `event` (see [`AuditEvent`]); session events carry `user` and `sid`
 //! ([`SessionId::short_hash`], never the id itself); rejections carry `reason` (the rejection
 //! code). Tokens, keys and passwords are never passed to these functions, so they cannot be
-//! logged. User names are truncated and stripped of control characters, since a failed login
-//! logs whatever name the client typed.
+//! logged. User names are truncated and stripped of control characters.
+//!
+//! A failed or throttled login for a name that is no account logs `user_hash` instead of
+//! `user`: what the client typed may be a password entered in the wrong field. The hash
+//! ([`user_hash`]) is keyed with a random key made at process start, so it links the attempts
+//! on one name within one node's process lifetime — enough to see a burst — and nothing else:
+//! other nodes and restarts hash differently, and no dictionary of names can be precomputed.
 //!
 //! The free functions only log. [`Auditor`] logs, counts the event in [`Metrics`], and feeds the
 //! [`AnomalyDetector`]; the layer and extractors use one, and the server gets it from
@@ -15,10 +20,13 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rand::RngCore as _;
+use ring::hmac;
+use zeroize::Zeroize as _;
 
 use crate::claims::SessionId;
 use crate::engine::Rejection;
@@ -113,6 +121,67 @@ pub fn loggable_user(user: &str) -> Cow<'_, str> {
     }
 }
 
+/// The key of [`user_hash`]: random, made once per process.
+static USER_HASH_KEY: LazyLock<hmac::Key> = LazyLock::new(|| {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &bytes);
+    bytes.zeroize();
+    key
+});
+
+/// A typed name that is no account, as it may be logged: HMAC-SHA256 under a random
+/// per-process key, the first 8 bytes as 16 hex digits. Equal names give equal hashes within
+/// one process only.
+pub fn user_hash(name: &str) -> String {
+    let tag = hmac::sign(&USER_HASH_KEY, name.as_bytes());
+    tag.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Who a login was for, as a log line shows it: an account by its name, any other typed name
+/// (perhaps a password in the wrong field) by its [`user_hash`].
+enum Shown<'a> {
+    Name(&'a str),
+    Hash(String),
+}
+
+impl<'a> Shown<'a> {
+    fn new(user: &'a str, exists: bool) -> Shown<'a> {
+        if exists {
+            Shown::Name(user)
+        } else {
+            Shown::Hash(user_hash(user))
+        }
+    }
+
+    /// The `user` field, for an account.
+    fn name(&self) -> Option<Cow<'a, str>> {
+        match self {
+            Shown::Name(user) => Some(loggable_user(user)),
+            Shown::Hash(_) => None,
+        }
+    }
+
+    /// The `user_hash` field, for a name that is no account.
+    fn hash(&self) -> Option<&str> {
+        match self {
+            Shown::Name(_) => None,
+            Shown::Hash(hash) => Some(hash),
+        }
+    }
+
+    /// What the anomaly detector counts by.
+    fn key(&self) -> &str {
+        match self {
+            Shown::Name(user) => user,
+            Shown::Hash(hash) => hash,
+        }
+    }
+}
+
 /// Logs `event="created"`.
 pub fn created(user: &str, sid: SessionId) {
     session_event(AuditEvent::Created, user, sid);
@@ -201,15 +270,34 @@ pub fn fingerprint_mismatch(user: &str, sid: SessionId, enforced: bool) {
     );
 }
 
-/// Logs `event="login_failed"` for the name the client tried.
-pub fn login_failed(user: &str, ip: IpAddr) {
-    let user = loggable_user(user);
+/// Logs `event="login_failed"` for the name the client tried: `user` if it is an account
+/// (`exists`), else only its `user_hash`.
+pub fn login_failed(user: &str, exists: bool, ip: IpAddr) {
+    login_failed_for(&Shown::new(user, exists), ip);
+}
+
+fn login_failed_for(who: &Shown<'_>, ip: IpAddr) {
     tracing::info!(
         target: AUDIT_TARGET,
         event = AuditEvent::LoginFailed.as_str(),
-        user = %user,
+        user = who.name().as_deref().map(tracing::field::display),
+        user_hash = who.hash().map(tracing::field::display),
         ip = %ip,
         "login failed"
+    );
+}
+
+/// Logs `event="throttled"` for a login the throttle refused: `key` is the name if it is an
+/// account (`exists`), else the name's `user_hash` is logged instead.
+pub fn login_throttled(user: &str, exists: bool, ip: IpAddr) {
+    let who = Shown::new(user, exists);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = AuditEvent::Throttled.as_str(),
+        key = who.name().as_deref().map(tracing::field::display),
+        user_hash = who.hash().map(tracing::field::display),
+        ip = %ip,
+        "request throttled"
     );
 }
 
@@ -228,12 +316,16 @@ pub fn throttled(key: &str, ip: IpAddr) {
 
 /// Logs `event="anomaly"` at warn level.
 pub fn anomaly(kind: AnomalyKind, user: &str, count: usize, window: Duration) {
-    let user = loggable_user(user);
+    anomaly_for(kind, &Shown::Name(user), count, window);
+}
+
+fn anomaly_for(kind: AnomalyKind, who: &Shown<'_>, count: usize, window: Duration) {
     tracing::warn!(
         target: AUDIT_TARGET,
         event = AuditEvent::Anomaly.as_str(),
         kind = kind.as_str(),
-        user = %user,
+        user = who.name().as_deref().map(tracing::field::display),
+        user_hash = who.hash().map(tracing::field::display),
         count,
         window_secs = window.as_secs(),
         "burst of suspicious events for one user"
@@ -438,14 +530,23 @@ impl Auditor {
     pub fn fingerprint_mismatch(&self, user: &str, sid: SessionId, enforced: bool) {
         fingerprint_mismatch(user, sid, enforced);
         self.metrics.audit_event(AuditEvent::FingerprintMismatch);
-        self.detect(AnomalyKind::FingerprintMismatch, user);
+        self.detect(AnomalyKind::FingerprintMismatch, &Shown::Name(user));
     }
 
-    /// A login attempt for `user` from `ip` failed.
-    pub fn login_failed(&self, user: &str, ip: IpAddr) {
-        login_failed(user, ip);
+    /// A login attempt for `user` from `ip` failed; `exists` says whether `user` is an account
+    /// (if not, only its [`user_hash`] is logged).
+    pub fn login_failed(&self, user: &str, exists: bool, ip: IpAddr) {
+        let who = Shown::new(user, exists);
+        login_failed_for(&who, ip);
         self.metrics.audit_event(AuditEvent::LoginFailed);
-        self.detect(AnomalyKind::LoginFailed, user);
+        self.detect(AnomalyKind::LoginFailed, &who);
+    }
+
+    /// The login throttle refused an attempt for `user` from `ip`; `exists` as for
+    /// [`Auditor::login_failed`].
+    pub fn login_throttled(&self, user: &str, exists: bool, ip: IpAddr) {
+        login_throttled(user, exists, ip);
+        self.metrics.audit_event(AuditEvent::Throttled);
     }
 
     /// A rate limit keyed by `key` refused a request from `ip`.
@@ -454,10 +555,10 @@ impl Auditor {
         self.metrics.audit_event(AuditEvent::Throttled);
     }
 
-    fn detect(&self, kind: AnomalyKind, user: &str) {
-        if self.detector.record(kind, user) {
+    fn detect(&self, kind: AnomalyKind, who: &Shown<'_>) {
+        if self.detector.record(kind, who.key()) {
             let c = self.detector.config();
-            anomaly(kind, user, c.threshold, c.window);
+            anomaly_for(kind, who, c.threshold, c.window);
             self.metrics.audit_event(AuditEvent::Anomaly);
         }
     }
@@ -513,6 +614,22 @@ mod tests {
         assert_eq!(loggable_user("alice"), "alice");
         assert_eq!(loggable_user("a\nevent=created"), "a?event=created");
         assert_eq!(loggable_user(&"x".repeat(500)).len(), MAX_LOGGED_USER);
+    }
+
+    #[test]
+    fn user_hashes_are_16_hex_digits_equal_for_equal_names_only() {
+        let h = user_hash("hunter2");
+        assert_eq!(h.len(), 16);
+        assert!(h.bytes().all(|b| b.is_ascii_hexdigit()), "{h}");
+        assert_eq!(h, user_hash("hunter2"));
+        assert_ne!(h, user_hash("hunter3"));
+        // Keyed: not the plain SHA-256 of the name.
+        let plain = ring::digest::digest(&ring::digest::SHA256, b"hunter2");
+        let plain: String = plain.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_ne!(h, plain);
     }
 
     #[test]

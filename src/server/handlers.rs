@@ -222,7 +222,8 @@ async fn login(
     let attempt = match state.throttle.begin(&username, ip) {
         Ok(attempt) => attempt,
         Err(t) => {
-            manager.auditor().throttled(&username, ip);
+            let exists = state.users().get(&username).is_some();
+            manager.auditor().login_throttled(&username, exists, ip);
             return Err(too_many(t.retry_after));
         }
     };
@@ -239,7 +240,8 @@ async fn login(
         .map_err(verify_error)?;
     let Some(role) = role else {
         attempt.failed();
-        manager.auditor().login_failed(&username, ip);
+        let exists = state.users().get(&username).is_some();
+        manager.auditor().login_failed(&username, exists, ip);
         return Err(invalid_credentials());
     };
     attempt.succeeded();
@@ -368,7 +370,7 @@ async fn step_up(
         }
         Ok(None) => {
             attempt.failed();
-            session.context().auditor().login_failed(&user, ip);
+            session.context().auditor().login_failed(&user, true, ip);
             Err(invalid_credentials())
         }
         Err(e) => Err(verify_error(e)),
@@ -421,7 +423,7 @@ async fn change_password(
         Ok(Some(_)) => attempt.succeeded(),
         Ok(None) => {
             attempt.failed();
-            session.context().auditor().login_failed(&user, ip);
+            session.context().auditor().login_failed(&user, true, ip);
             return Err(invalid_credentials());
         }
         Err(e) => return Err(verify_error(e)),
