@@ -344,33 +344,43 @@ async fn step_up(
     if password.len() > MAX_PASSWORD {
         return Err(bad_request("password too long"));
     }
+    check_own_password(&state, &session, password).await?;
+    // Re-checks revocation: a session logged out while its password was checked gets 401
+    // REVOKED, not a fresh cookie.
+    let s = session
+        .step_up()
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(
+        Json(json!({ "user": s.user_id(), "auth_time": rfc3339(s.claims().auth_time) }))
+            .into_response(),
+    )
+}
+
+/// The session's user re-entered their password (step-up, password change): checked under the
+/// login throttle, so guessing through these routes is limited as at login.
+async fn check_own_password(
+    state: &AppState,
+    session: &Sess,
+    password: Zeroizing<String>,
+) -> Result<(), Response> {
     let ip = session.context().client_ip();
-    let user = session.user_id().to_owned();
-    // Step-up is a password check too: the same throttle stops guessing through it.
-    let attempt = match state.throttle.begin(&user, ip) {
+    let user = session.user_id();
+    let attempt = match state.throttle.begin(user, ip) {
         Ok(attempt) => attempt,
         Err(t) => {
-            session.context().auditor().throttled(&user, ip);
+            session.context().auditor().throttled(user, ip);
             return Err(too_many(t.retry_after));
         }
     };
-    match state.verifier.verify(&user, password).await {
+    match state.verifier.verify(user, password).await {
         Ok(Some(_)) => {
             attempt.succeeded();
-            // Re-checks revocation: a session logged out while its password was checked gets
-            // 401 REVOKED, not a fresh cookie.
-            let s = session
-                .step_up()
-                .await
-                .map_err(IntoResponse::into_response)?;
-            Ok(
-                Json(json!({ "user": s.user_id(), "auth_time": rfc3339(s.claims().auth_time) }))
-                    .into_response(),
-            )
+            Ok(())
         }
         Ok(None) => {
             attempt.failed();
-            session.context().auditor().login_failed(&user, true, ip);
+            session.context().auditor().login_failed(user, true, ip);
             Err(invalid_credentials())
         }
         Err(e) => Err(verify_error(e)),
@@ -410,24 +420,8 @@ async fn change_password(
             "new password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
         )));
     }
-    let ip = session.context().client_ip();
+    check_own_password(&state, &session, current_password).await?;
     let user = session.user_id().to_owned();
-    let attempt = match state.throttle.begin(&user, ip) {
-        Ok(attempt) => attempt,
-        Err(t) => {
-            session.context().auditor().throttled(&user, ip);
-            return Err(too_many(t.retry_after));
-        }
-    };
-    match state.verifier.verify(&user, current_password).await {
-        Ok(Some(_)) => attempt.succeeded(),
-        Ok(None) => {
-            attempt.failed();
-            session.context().auditor().login_failed(&user, true, ip);
-            return Err(invalid_credentials());
-        }
-        Err(e) => return Err(verify_error(e)),
-    }
     let hash = state
         .verifier
         .hash(new_password)
