@@ -39,6 +39,12 @@ fn fixture_with(config: EngineConfig, keys: KeyRing) -> Fixture {
     }
 }
 
+fn fixture_with_policy(policy: FingerprintPolicy) -> Fixture {
+    let (id, k) = key("k1", 1);
+    let config = EngineConfig::builder().fingerprint(policy).build().unwrap();
+    fixture_with(config, KeyRing::single(id, k))
+}
+
 fn fixture() -> Fixture {
     let (id, k) = key("k1", 1);
     fixture_with(EngineConfig::default(), KeyRing::single(id, k))
@@ -272,12 +278,7 @@ fn enforced_fingerprint_rejects_a_changed_client() {
 
 #[test]
 fn logged_fingerprint_accepts_but_marks_the_change() {
-    let (id, k) = key("k1", 1);
-    let config = EngineConfig::builder()
-        .fingerprint(FingerprintPolicy::Log)
-        .build()
-        .unwrap();
-    let f = fixture_with(config, KeyRing::single(id, k));
+    let f = fixture_with_policy(FingerprintPolicy::Log);
     let laptop = Fingerprint::from_parts(&[b"Firefox"]);
     let phone = Fingerprint::from_parts(&[b"Safari"]);
     let a = block_on(f.engine.issue("alice", String::new(), Some(laptop))).unwrap();
@@ -655,12 +656,7 @@ fn a_shorter_local_absolute_timeout_caps_tokens_sealed_with_a_longer_one() {
 
 #[test]
 fn logged_fingerprint_change_is_adopted_at_the_next_reissue() {
-    let (id, k) = key("k1", 1);
-    let config = EngineConfig::builder()
-        .fingerprint(FingerprintPolicy::Log)
-        .build()
-        .unwrap();
-    let f = fixture_with(config, KeyRing::single(id, k));
+    let f = fixture_with_policy(FingerprintPolicy::Log);
     let home = Fingerprint::from_parts(&[b"Firefox", b"198.51.100.0/24"]);
     let cafe = Fingerprint::from_parts(&[b"Firefox", b"203.0.113.0/24"]);
     let a = block_on(f.engine.issue("alice", String::new(), Some(home))).unwrap();
