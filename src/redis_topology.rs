@@ -232,8 +232,8 @@ pub(crate) struct Connector {
 }
 
 enum Kind {
-    Single(Client),
-    Cluster(ClusterClient),
+    Single(Box<Client>),
+    Cluster(Box<ClusterClient>),
     Sentinel {
         sentinels: Vec<Client>,
         master: String,
@@ -278,15 +278,15 @@ impl Connector {
             return Err(RedisSetupError::Url("no Redis URL given".into()));
         }
         let kind = match target {
-            RedisTarget::Single(_) => Kind::Single(
+            RedisTarget::Single(_) => Kind::Single(Box::new(
                 client_for(infos[0].clone(), certs.as_ref()).map_err(|e| url_error(&e))?,
-            ),
+            )),
             RedisTarget::Cluster(_) => {
                 let mut builder = ClusterClientBuilder::new(infos);
                 if let Some(c) = certs {
                     builder = builder.certs(c);
                 }
-                Kind::Cluster(builder.build().map_err(|e| url_error(&e))?)
+                Kind::Cluster(Box::new(builder.build().map_err(|e| url_error(&e))?))
             }
             RedisTarget::Sentinel { master, .. } => Kind::Sentinel {
                 sentinels: infos
