@@ -517,9 +517,15 @@ impl Sentinel {
     pub fn start() -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
         let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
-        let mut procs = vec![spawn(&base_args(primary))];
+        // Replication writes an RDB file: into the test's directory, not the working tree.
+        let in_dir = |port: u16| {
+            let mut args = base_args(port);
+            args.extend(["--dir".to_string(), dir.path().display().to_string()]);
+            args
+        };
+        let mut procs = vec![spawn(&in_dir(primary))];
         wait_listening(primary);
-        let mut args = base_args(replica);
+        let mut args = in_dir(replica);
         args.extend([
             "--replicaof".to_string(),
             "127.0.0.1".into(),
