@@ -98,6 +98,7 @@ pub mod keys;
 pub mod layer;
 pub mod metrics;
 mod redis_conn;
+pub mod redis_topology;
 pub mod revocation;
 pub mod session_index;
 pub mod token;

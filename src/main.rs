@@ -38,7 +38,7 @@ enum Command {
     Inspect(InspectArgs),
     /// Log a user out everywhere (--user) or revoke one session (--session), through the
     /// servers' Redis; prints what was recorded as JSON.
-    Revoke(RevokeArgs),
+    Revoke(Box<RevokeArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             command: KeysCommand::List(args),
         } => server::admin::keys_list_command(args),
         Command::Inspect(args) => server::inspect::inspect_command(args),
-        Command::Revoke(args) => server::revoke::revoke_command(args),
+        Command::Revoke(args) => server::revoke::revoke_command(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

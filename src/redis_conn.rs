@@ -1,24 +1,26 @@
 //! One lazily (re)connected Redis handle with a deadline on every command, shared by the
 //! Redis-backed revocation list and session index.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::aio::MultiplexedConnection;
 
+use crate::redis_topology::{Connector, RedisConn};
 use crate::revocation::RevocationError;
 
-/// A multiplexed connection opened on first use and dropped after any failure, so the next
-/// command reconnects.
+/// A connection (to one server, Sentinel's primary or a Cluster) opened on first use and
+/// dropped after any failure, so the next command reconnects — through Sentinel, to whichever
+/// server is the primary by then.
 pub(crate) struct LazyConn {
-    client: redis::Client,
+    client: Arc<Connector>,
     // A cloned-out handle; the lock is never held across an await.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<RedisConn>>,
     timeout: Duration,
 }
 
 impl LazyConn {
-    pub(crate) fn new(client: redis::Client, timeout: Duration) -> LazyConn {
+    pub(crate) fn new(client: Arc<Connector>, timeout: Duration) -> LazyConn {
         LazyConn {
             client,
             conn: Mutex::new(None),
@@ -26,17 +28,11 @@ impl LazyConn {
         }
     }
 
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+    async fn connection(&self) -> redis::RedisResult<RedisConn> {
         if let Some(c) = self.conn.lock().clone() {
             return Ok(c);
         }
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
+        let c = self.client.open(self.timeout, self.timeout).await?;
         *self.conn.lock() = Some(c.clone());
         Ok(c)
     }

@@ -23,6 +23,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -31,6 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::claims::SessionId;
 use crate::clock::UnixMillis;
 use crate::redis_conn::LazyConn;
+use crate::redis_topology::{Connector, RedisTarget, RedisTls};
+use crate::revocation::RedisConfig;
 use crate::revocation::{BoxFuture, RevocationError};
 
 /// The server's default concurrent-session limit (`--max-sessions-per-user`).
@@ -364,14 +367,44 @@ impl RedisSessionIndex {
         hash_tag: &str,
         limit: Option<usize>,
     ) -> Result<RedisSessionIndex, RevocationError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
+        let connector =
+            Connector::new(&RedisTarget::single(url), &RedisTls::new()).map_err(unavailable)?;
+        Ok(RedisSessionIndex::with_connector(
+            connector, prefix, hash_tag, limit,
+        ))
+    }
+
+    /// An index beside the revocation list that `config` describes: the same Redis (one
+    /// server, Cluster or Sentinel; TLS), key prefix and hash tag.
+    ///
+    /// # Errors
+    /// When the URLs or TLS settings are unusable.
+    pub fn for_config(
+        config: &RedisConfig,
+        limit: Option<usize>,
+    ) -> Result<RedisSessionIndex, RevocationError> {
+        let connector = Connector::new(&config.target, &config.tls).map_err(unavailable)?;
+        Ok(RedisSessionIndex::with_connector(
+            connector,
+            &config.prefix,
+            &config.hash_tag,
+            limit,
+        ))
+    }
+
+    fn with_connector(
+        connector: Connector,
+        prefix: &str,
+        hash_tag: &str,
+        limit: Option<usize>,
+    ) -> RedisSessionIndex {
         let prefix = format!("{prefix}{{{hash_tag}}}");
-        Ok(RedisSessionIndex {
-            conn: LazyConn::new(client, Duration::from_millis(500)),
+        RedisSessionIndex {
+            conn: LazyConn::new(Arc::new(connector), Duration::from_millis(500)),
             events: format!("{prefix}:events"),
             prefix,
             limit: limit.filter(|l| *l > 0),
-        })
+        }
     }
 
     fn keys(&self, user: &str) -> UserKeys {

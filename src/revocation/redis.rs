@@ -67,8 +67,8 @@
 //!   starts over after a connection that completed a read, so each new outage is retried
 //!   quickly at first. It logs what is happening: unreachable, wrong topology (a replica, a
 //!   Cluster node that does not own the slot), replaying N events, replayed.
-//! - All keys share one hash tag, so the Lua script's keys live in one slot and the layout works
-//!   unchanged on Redis Cluster.
+//! - All keys share one hash tag, so the Lua scripts' keys and the stream read live in one slot:
+//!   on Redis Cluster (see [`crate::redis_topology`]) everything goes to that slot's primary.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -77,7 +77,9 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
+// The topology's connection (one server, TLS, Sentinel's primary or a Cluster), under the name
+// of the type it replaced so the sync code reads unchanged.
+use crate::redis_topology::RedisConn as MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio::sync::watch;
 
@@ -89,6 +91,7 @@ use super::{
 use crate::claims::SessionId;
 use crate::clock::{Clock, SystemClock, UnixMillis, duration_ms};
 use crate::redis_conn::LazyConn;
+use crate::redis_topology::{Connector, RedisTarget, RedisTls};
 
 /// Records one event atomically: for users, raises the version key and appends the event with
 /// the version actually stored; for sessions, appends the event. Declares the caller's lifetime
@@ -203,10 +206,43 @@ return 1
 ";
 
 /// How to reach Redis and name the keys.
+///
+/// One server (TLS with `rediss://`):
+/// ```no_run
+/// # use std::time::Duration;
+/// use sealed_sessions::revocation::RedisConfig;
+/// use sealed_sessions::redis_topology::RedisTls;
+/// let ca = std::fs::read("/etc/redis/ca.pem")?;
+/// let config = RedisConfig::new("rediss://cache.internal:6380", Duration::from_secs(86_400))
+///     .with_tls(RedisTls::new().with_ca_pem(ca));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+/// A Redis Cluster, through any of its nodes:
+/// ```no_run
+/// # use std::time::Duration;
+/// use sealed_sessions::revocation::RedisConfig;
+/// let config = RedisConfig::cluster(
+///     ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"],
+///     Duration::from_secs(86_400),
+/// );
+/// ```
+/// The primary that Sentinel names (asked again at every reconnection, so a failover is
+/// followed):
+/// ```no_run
+/// # use std::time::Duration;
+/// use sealed_sessions::revocation::RedisConfig;
+/// let config = RedisConfig::sentinel(
+///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+///     "sessions",
+///     Duration::from_secs(86_400),
+/// );
+/// ```
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`, `unix://`).
-    pub url: String,
+    /// Where Redis is: one server, a Cluster, or Sentinel's primary.
+    pub target: RedisTarget,
+    /// TLS settings for `rediss://` URLs (private CA, client certificate).
+    pub tls: RedisTls,
     /// Key prefix (default `sealed-sessions`); keys are `<prefix>{<tag>}:…`.
     pub prefix: String,
     /// Hash tag shared by all keys (default `ss`), so they live in one Cluster slot.
@@ -237,8 +273,31 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Defaults for `url`, with the engine's absolute timeout.
     pub fn new(url: impl Into<String>, absolute_timeout: Duration) -> RedisConfig {
+        RedisConfig::for_target(RedisTarget::single(url), absolute_timeout)
+    }
+
+    /// Defaults for a Redis Cluster reached through any of `seeds`.
+    pub fn cluster<S: Into<String>>(
+        seeds: impl IntoIterator<Item = S>,
+        absolute_timeout: Duration,
+    ) -> RedisConfig {
+        RedisConfig::for_target(RedisTarget::cluster(seeds), absolute_timeout)
+    }
+
+    /// Defaults for the primary that `sentinels` name `master`.
+    pub fn sentinel<S: Into<String>>(
+        sentinels: impl IntoIterator<Item = S>,
+        master: impl Into<String>,
+        absolute_timeout: Duration,
+    ) -> RedisConfig {
+        RedisConfig::for_target(RedisTarget::sentinel(sentinels, master), absolute_timeout)
+    }
+
+    /// Defaults for `target`.
+    pub fn for_target(target: RedisTarget, absolute_timeout: Duration) -> RedisConfig {
         RedisConfig {
-            url: url.into(),
+            target,
+            tls: RedisTls::new(),
             prefix: "sealed-sessions".into(),
             hash_tag: "ss".into(),
             absolute_timeout,
@@ -257,6 +316,13 @@ impl RedisConfig {
         self.prefix = prefix.into();
         self
     }
+
+    /// Sets the TLS settings (the URLs must be `rediss://`).
+    #[must_use]
+    pub fn with_tls(mut self, tls: RedisTls) -> RedisConfig {
+        self.tls = tls;
+        self
+    }
 }
 
 /// The Redis URL is unusable.
@@ -266,6 +332,10 @@ pub enum RedisSetupError {
     /// The URL does not parse as a Redis connection URL.
     #[error("invalid Redis URL: {0}")]
     Url(String),
+    /// The TLS settings are unusable (a CA file without certificates, TLS for a `redis://`
+    /// URL, an unreadable client key).
+    #[error("Redis TLS settings: {0}")]
+    Tls(String),
 }
 
 /// Validates a Redis URL without connecting.
@@ -372,6 +442,8 @@ impl SyncPhase {
             Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN") => {
                 SyncPhase::WrongTopology(msg)
             }
+            // A Cluster node given as one server (see `redis_topology`).
+            _ if e.kind() == redis::ErrorKind::InvalidClientConfig => SyncPhase::WrongTopology(msg),
             _ if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
                 SyncPhase::Unreachable(msg)
             }
@@ -385,7 +457,7 @@ struct Shared {
     local: MemoryRevocations,
     keys: Keys,
     // Blocking reads use their own connection; this one carries writes and version reads.
-    client: redis::Client,
+    client: Arc<Connector>,
     writer: LazyConn,
     config: RedisConfig,
     clock: Arc<dyn Clock>,
@@ -448,8 +520,7 @@ impl RedisRevocations {
         config: RedisConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<RedisRevocations, RedisSetupError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| RedisSetupError::Url(e.to_string()))?;
+        let client = Arc::new(Connector::new(&config.target, &config.tls)?);
         let (ready, mut ready_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             local: MemoryRevocations::new(),
@@ -1023,12 +1094,12 @@ async fn pay_republish_owed(
 
 /// One connected stretch of the sync loop; returns when the connection fails.
 async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisResult<()> {
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(shared.config.op_timeout))
-        .set_response_timeout(Some(shared.config.block + Duration::from_secs(2)));
     let mut conn = shared
         .client
-        .get_multiplexed_async_connection_with_config(&cfg)
+        .open(
+            shared.config.op_timeout,
+            shared.config.block + Duration::from_secs(2),
+        )
         .await?;
     keep_declared(shared, state, &mut conn, true).await?;
     if !shared.connected.swap(true, Ordering::Relaxed) {

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
+use sealed_sessions::redis_topology::{RedisTarget, RedisTls};
+use sealed_sessions::revocation::RedisConfig;
 use sealed_sessions::session_index::DEFAULT_MAX_SESSIONS_PER_USER;
 use sealed_sessions::{CookieSettings, EngineConfig, FingerprintPolicy};
 
@@ -38,10 +40,10 @@ pub struct ServeConfig {
     #[arg(long, value_name = "FILE", env = "SEALED_SESSIONS_USERS")]
     pub users: Option<PathBuf>,
 
-    /// Redis URL for the shared revocation list (redis://, rediss:// or unix://). Without it,
-    /// revocations live in this process only (one node).
-    #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS", value_parser = RedisUrlParser)]
-    pub redis: Option<RedisUrl>,
+    /// Where the shared revocation list lives (--redis, --redis-cluster or --redis-sentinel,
+    /// with TLS settings). Without any, revocations live in this process only (one node).
+    #[command(flatten)]
+    pub redis: RedisFlags,
 
     /// Prefix of the Redis keys (keys are `<prefix>{ss}:…`), so several deployments can share
     /// one Redis.
@@ -468,10 +470,10 @@ impl FromStr for RedisUrl {
     }
 }
 
-/// Parses `--redis` without echoing the value in errors, as clap's default message would: the
-/// URL may hold a password. Shared by `serve` and `revoke`.
+/// Parses a Redis URL flag without echoing the value in errors, as clap's default message
+/// would: the URL may hold a password. Holds the flag's name for the message.
 #[derive(Clone, Copy, Debug)]
-pub struct RedisUrlParser;
+pub struct RedisUrlParser(pub &'static str);
 
 impl clap::builder::TypedValueParser for RedisUrlParser {
     type Value = RedisUrl;
@@ -485,7 +487,7 @@ impl clap::builder::TypedValueParser for RedisUrlParser {
         let invalid = |why: &str| {
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
-                format!("invalid --redis URL: {why}\n"),
+                format!("invalid {} URL: {why}\n", self.0),
             )
         };
         value
@@ -493,6 +495,112 @@ impl clap::builder::TypedValueParser for RedisUrlParser {
             .ok_or_else(|| invalid("not valid UTF-8"))?
             .parse()
             .map_err(|e: String| invalid(&e))
+    }
+}
+
+/// Where Redis is, as `serve`, `revoke` and every command that talks to Redis take it: exactly
+/// one of `--redis`, `--redis-cluster` and `--redis-sentinel` (clap names both flags when two
+/// are given), and the TLS files for `rediss://` URLs.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RedisFlags {
+    /// Redis URL of one server: redis://, rediss:// (TLS) or unix://. A Redis Cluster node is
+    /// refused: use --redis-cluster.
+    #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS", value_parser = RedisUrlParser("--redis"), conflicts_with_all = ["redis_cluster", "redis_sentinel"])]
+    pub redis: Option<RedisUrl>,
+
+    /// Redis Cluster: any of its nodes as seeds, comma-separated (redis:// or rediss://).
+    #[arg(long, value_name = "URL[,URL...]", env = "SEALED_SESSIONS_REDIS_CLUSTER", value_delimiter = ',', value_parser = RedisUrlParser("--redis-cluster"), conflicts_with = "redis_sentinel")]
+    pub redis_cluster: Vec<RedisUrl>,
+
+    /// Redis Sentinel: sentinel URLs, comma-separated. The primary (named by
+    /// --redis-sentinel-master) is asked of them at every reconnection, so a failover is
+    /// followed; it is reached with the scheme, credentials and database of the sentinel URL.
+    #[arg(long, value_name = "URL[,URL...]", env = "SEALED_SESSIONS_REDIS_SENTINEL", value_delimiter = ',', value_parser = RedisUrlParser("--redis-sentinel"), requires = "redis_sentinel_master")]
+    pub redis_sentinel: Vec<RedisUrl>,
+
+    /// With --redis-sentinel: the monitored primary's name.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "SEALED_SESSIONS_REDIS_SENTINEL_MASTER",
+        requires = "redis_sentinel"
+    )]
+    pub redis_sentinel_master: Option<String>,
+
+    /// PEM file of the CA that signed Redis's certificate (rediss:// URLs). Default: the
+    /// system's root certificates.
+    #[arg(long, value_name = "FILE", env = "SEALED_SESSIONS_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
+
+    /// PEM client certificate for mutual TLS (with --redis-client-key).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SEALED_SESSIONS_REDIS_CLIENT_CERT",
+        requires = "redis_client_key"
+    )]
+    pub redis_client_cert: Option<PathBuf>,
+
+    /// PEM private key of --redis-client-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SEALED_SESSIONS_REDIS_CLIENT_KEY",
+        requires = "redis_client_cert"
+    )]
+    pub redis_client_key: Option<PathBuf>,
+}
+
+impl RedisFlags {
+    /// Where Redis is, or `None` when no Redis flag was given.
+    pub fn target(&self) -> Option<RedisTarget> {
+        let urls = |v: &[RedisUrl]| v.iter().map(|u| u.expose().to_owned()).collect::<Vec<_>>();
+        if let Some(url) = &self.redis {
+            return Some(RedisTarget::single(url.expose()));
+        }
+        if !self.redis_cluster.is_empty() {
+            return Some(RedisTarget::cluster(urls(&self.redis_cluster)));
+        }
+        let master = self.redis_sentinel_master.as_ref()?;
+        (!self.redis_sentinel.is_empty())
+            .then(|| RedisTarget::sentinel(urls(&self.redis_sentinel), master.clone()))
+    }
+
+    /// The TLS files, read; errors name the flag and file.
+    fn tls(&self) -> anyhow::Result<RedisTls> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+        };
+        let mut tls = RedisTls::new();
+        if let Some(ca) = &self.redis_ca {
+            tls = tls.with_ca_pem(read("--redis-ca", ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.redis_client_cert, &self.redis_client_key) {
+            tls = tls.with_client_identity(
+                read("--redis-client-cert", cert)?,
+                read("--redis-client-key", key)?,
+            );
+        }
+        Ok(tls)
+    }
+
+    /// The library's Redis configuration for these flags (default key prefix), or `None`
+    /// without a Redis flag.
+    ///
+    /// # Errors
+    /// A TLS file that cannot be read, or TLS files without a Redis flag.
+    pub fn config(&self, absolute_timeout: Duration) -> anyhow::Result<Option<RedisConfig>> {
+        let Some(target) = self.target() else {
+            if self.redis_ca.is_some() || self.redis_client_cert.is_some() {
+                bail!(
+                    "--redis-ca and --redis-client-cert need --redis, --redis-cluster or --redis-sentinel"
+                );
+            }
+            return Ok(None);
+        };
+        Ok(Some(
+            RedisConfig::for_target(target, absolute_timeout).with_tls(self.tls()?),
+        ))
     }
 }
 

@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow, bail};
 use sealed_sessions::SessionId;
 use sealed_sessions::clock::{Clock as _, SystemClock, UnixMillis};
-use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
+use sealed_sessions::revocation::{RedisRevocations, RevocationBackend};
 use serde::Serialize;
 
-use super::config::{RedisUrl, RedisUrlParser, parse_duration};
+use super::config::{RedisFlags, parse_duration};
 
 /// How long the command lets the backend replay the stream before writing. The write does not
 /// depend on the replay (Redis computes the new version itself), so this is kept short.
@@ -22,6 +22,7 @@ const STARTUP_WAIT: Duration = Duration::from_millis(500);
 /// `revoke` flags.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["user", "session"])))]
+#[command(group(clap::ArgGroup::new("redis_target").required(true).args(["redis", "redis_cluster", "redis_sentinel"])))]
 pub struct RevokeArgs {
     /// Log this user out everywhere: every session issued before now is rejected (REVOKED) by
     /// every node; the user can log in again.
@@ -38,9 +39,10 @@ pub struct RevokeArgs {
     #[arg(long, value_name = "TIME|DURATION", requires = "session", conflicts_with = "user", value_parser = parse_until)]
     pub until: Option<Until>,
 
-    /// Redis URL of the servers' shared revocation list (their --redis).
-    #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS", value_parser = RedisUrlParser)]
-    pub redis: RedisUrl,
+    /// Where the servers' shared revocation list lives: their --redis, --redis-cluster or
+    /// --redis-sentinel (exactly one), with the same TLS files.
+    #[command(flatten)]
+    pub redis: RedisFlags,
 
     /// Prefix of the Redis keys: the servers' --redis-prefix.
     #[arg(
@@ -164,8 +166,12 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
         // clap's argument group allows exactly one.
         _ => bail!("give exactly one of --user and --session"),
     };
-    let mut config = RedisConfig::new(args.redis.expose(), args.absolute_timeout)
+    let mut config = args
+        .redis
+        .config(args.absolute_timeout)?
+        .context("give --redis, --redis-cluster or --redis-sentinel")?
         .with_prefix(args.redis_prefix.clone());
+    let shown = config.target.to_string();
     config.startup_wait = STARTUP_WAIT;
     config.op_timeout = args.timeout;
     let backend = RedisRevocations::connect(config)
@@ -179,7 +185,7 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
             "Redis at {} (prefix {:?}) did not accept the revocation: {e}. It is not known to be \
              recorded, so servers may not enforce it: check --redis and Redis, then run the \
              command again (revoking twice is harmless)",
-            args.redis,
+            shown,
             args.redis_prefix
         )
     })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use sealed_sessions::clock::SystemClock;
 use sealed_sessions::keys::LoadOptions;
-use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
+use sealed_sessions::revocation::{RedisRevocations, RevocationBackend};
 use sealed_sessions::session_index::{MemorySessionIndex, RedisSessionIndex, SessionIndex};
 use sealed_sessions::{LayerOptions, MemoryRevocations, SessionEngine, TrustedProxies};
 use tokio::net::TcpListener;
@@ -68,17 +68,19 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
         let limit = Some(config.max_sessions_per_user);
         // The same prefix and tag as the revocation backend (RedisConfig's default tag): the
         // index publishes its evictions on that backend's events stream.
-        let index: Arc<dyn SessionIndex> = match &config.redis {
-            Some(url) => Arc::new(
-                RedisSessionIndex::new(url.expose(), &config.redis_prefix, "ss", limit)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+        let redis = config
+            .redis
+            .config(config.absolute_timeout)?
+            .map(|rc| rc.with_prefix(config.redis_prefix.clone()));
+        let index: Arc<dyn SessionIndex> = match &redis {
+            Some(rc) => Arc::new(
+                RedisSessionIndex::for_config(rc, limit).map_err(|e| anyhow::anyhow!("{e}"))?,
             ),
             None => Arc::new(MemorySessionIndex::new(limit)),
         };
-        let revocations: Arc<dyn RevocationBackend> = match &config.redis {
-            Some(url) => {
-                let mut rc = RedisConfig::new(url.expose(), config.absolute_timeout);
-                rc.prefix = config.redis_prefix.clone();
+        let revocations: Arc<dyn RevocationBackend> = match redis {
+            Some(rc) => {
+                let url = rc.target.clone();
                 let backend = RedisRevocations::connect(rc)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -135,7 +137,7 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
 
 /// Production settings that are allowed but lose something an operator may not expect.
 fn warn_about_production_gaps(config: &ServeConfig) {
-    if config.production && config.redis.is_none() {
+    if config.production && config.redis.target().is_none() {
         warn!(
             "--production without --redis: revocations (logouts, logout everywhere, the \
              per-user session limit) live in this process only, so a restart forgets them and \
