@@ -268,6 +268,13 @@ pub struct RedisConfig {
     /// How long the re-publish lock outlives its holder's last refresh (default 10 s): after a
     /// data loss, the other nodes take over the re-publish this long after its holder died.
     pub republish_lock_ttl: Duration,
+    /// Replicas that must hold a revocation before it counts as recorded (`WAIT`; default 1
+    /// under Sentinel, 0 otherwise). Replication is asynchronous: a revocation only the primary
+    /// took is lost when a replica is promoted in its place, so one that no replica
+    /// acknowledged is kept for retry, like one Redis did not take. The price: while no replica
+    /// is up, revocations are enforced locally and retried, and a logout everywhere answers
+    /// `Unavailable`. Set it to 0 to trade that for availability.
+    pub replica_acks: usize,
 }
 
 impl RedisConfig {
@@ -295,7 +302,9 @@ impl RedisConfig {
 
     /// Defaults for `target`.
     pub fn for_target(target: RedisTarget, absolute_timeout: Duration) -> RedisConfig {
+        let replica_acks = usize::from(matches!(target, RedisTarget::Sentinel { .. }));
         RedisConfig {
+            replica_acks,
             target,
             tls: RedisTls::new(),
             prefix: "sealed-sessions".into(),
@@ -644,7 +653,9 @@ impl Shared {
 
     /// Sends one write to Redis within the op timeout.
     async fn send(&self, cmd: redis::Cmd) -> Result<String, RevocationError> {
-        self.writer.query(cmd).await
+        self.writer
+            .query_replicated(cmd, self.config.replica_acks)
+            .await
     }
 
     /// Declares this node's lifetime in the horizon set (see the module docs).
