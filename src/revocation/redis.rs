@@ -45,6 +45,9 @@
 //!     snapshot, failover to a lagging replica that kept the epoch key) is a loss. A stream
 //!     trimmed to no entries still exists and keeps its last generated id, so trimming is not
 //!     a loss; nor is an absent stream on a node that has applied nothing (fresh deployment).
+//!   - the stream's **`entries-added`** (Redis 7+), which only grows while the key lives:
+//!     lower than at the previous probe means the stream was deleted and written again in
+//!     between, even when the new ids are above what this node applied.
 //!
 //!   Every loss gives a **new epoch**: the node that sees it replaces the epoch it had adopted
 //!   (compare-and-set, so concurrent detectors agree on one), and the others see the epoch
