@@ -503,6 +503,52 @@ async fn a_node_started_after_the_stream_ids_went_backwards_enforces_earlier_rev
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_and_written_again_between_two_probes_is_a_loss() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    // A and B have applied both events.
+    let (a, b, s, u) = two_nodes_after_two_revocations(&redis.url()).await;
+
+    // In one transaction, so no probe falls in between: the stream goes and a new event is
+    // written, under an id above everything A and B applied. The stream exists, its last
+    // generated id is not below theirs, the epoch key stays: only `entries-added` (now 1, was
+    // 2) shows it is a new stream.
+    let other = sealed_sessions::SessionId::from_bytes(rand::random());
+    let until = (now_ms() + 3_600_000).to_string();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("DEL")
+        .arg(EVENTS)
+        .ignore()
+        .cmd("XADD")
+        .arg(EVENTS)
+        .arg("*")
+        .arg(&["k", "s", "id", &other.to_string(), "until", &until])
+        .ignore()
+        .query(&mut redis.conn())
+        .unwrap();
+    eventually("the live entries are re-published", || xlen(&redis) >= 3).await;
+
+    let late = node(&redis.url()).await;
+    eventually("late node rejects the logged-out session", || {
+        revoked(&late, &s.token)
+    })
+    .await;
+    eventually("late node rejects the bumped user", || {
+        revoked(&late, &u.token)
+    })
+    .await;
+    assert!(revokes_all(&*late.backend, &[other]), "and the new event");
+    eventually("all synced", || {
+        [&a, &b, &late]
+            .iter()
+            .all(|n| n.backend.sync_status().synced)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_trimmed_to_empty_is_not_taken_for_data_loss() {
     let Some(redis) = support::redis::start() else {
         return;

@@ -125,12 +125,23 @@ impl MemoryRevocations {
     /// Revokes a session id until `until` (synchronous form of
     /// [`RevocationBackend::revoke_session`]). Idempotent; keeps the later expiry.
     pub fn revoke_session_now(&self, session_id: SessionId, until: UnixMillis, now: UnixMillis) {
-        let until_secs = secs_u32(until);
+        self.revoke_sessions_now([(session_id, until)], now);
+    }
+
+    /// Revokes many session ids at once, each until its time, as a replay of the shared stream
+    /// applies them: one writer lock and one purge check for the whole batch. Idempotent; keeps
+    /// the later expiry of each.
+    pub fn revoke_sessions_now(
+        &self,
+        revocations: impl IntoIterator<Item = (SessionId, UnixMillis)>,
+        now: UnixMillis,
+    ) {
+        let items = revocations
+            .into_iter()
+            .map(|(sid, until)| (*sid.as_bytes(), secs_u32(until)));
         self.sessions
-            .upsert(*session_id.as_bytes(), now.as_secs_ceil(), |old| {
-                SessionEntry {
-                    until_secs: old.map_or(until_secs, |o| o.until_secs.max(until_secs)),
-                }
+            .upsert_many(now.as_secs_ceil(), items, |old, until_secs| SessionEntry {
+                until_secs: old.map_or(until_secs, |o| o.until_secs.max(until_secs)),
             });
     }
 

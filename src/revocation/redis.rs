@@ -45,6 +45,9 @@
 //!     snapshot, failover to a lagging replica that kept the epoch key) is a loss. A stream
 //!     trimmed to no entries still exists and keeps its last generated id, so trimming is not
 //!     a loss; nor is an absent stream on a node that has applied nothing (fresh deployment).
+//!   - the stream's **`entries-added`** (Redis 7+), which only grows while the key lives:
+//!     lower than at the previous probe means the stream was deleted and written again in
+//!     between, even when the new ids are above what this node applied.
 //!
 //!   Every loss gives a **new epoch**: the node that sees it replaces the epoch it had adopted
 //!   (compare-and-set, so concurrent detectors agree on one), and the others see the epoch
@@ -76,11 +79,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::AsyncCommands;
-// The topology's connection (one server, TLS, Sentinel's primary or a Cluster), under the name
-// of the type it replaced so the sync code reads unchanged.
-use crate::redis_topology::RedisConn as MultiplexedConnection;
-use redis::streams::{StreamReadOptions, StreamReadReply};
+// The topology's connection (one server, TLS, Sentinel's primary or a Cluster).
+use crate::redis_topology::RedisConn;
 use tokio::sync::watch;
 
 use super::memory::LiveEntry;
@@ -144,21 +144,24 @@ return 1
 /// Reads, in one round trip, what the sync loop needs to detect data loss and follow a
 /// re-publish: the epoch (nil when missing), the events stream's last generated id and length
 /// (nil and 0 when the stream key does not exist; `pcall` turns the error `XINFO` raises for a
-/// missing key into that), and the re-publish marker (nil when missing).
+/// missing key into that), the re-publish marker (nil when missing), and the stream's
+/// `entries-added` (Redis 7+; nil before, or without the stream).
 ///
 /// KEYS: epoch, events, republished marker
 const PROBE: &str = r"
 local epoch = redis.call('GET', KEYS[1])
 local last = false
 local len = 0
+local added = false
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[2])
 if ok then
   for i = 1, #info - 1, 2 do
     if info[i] == 'last-generated-id' then last = info[i + 1] end
     if info[i] == 'length' then len = info[i + 1] end
+    if info[i] == 'entries-added' then added = info[i + 1] end
   end
 end
-return {epoch, last, len, redis.call('GET', KEYS[3])}
+return {epoch, last, len, redis.call('GET', KEYS[3]), added}
 ";
 
 /// Adopts an epoch after a loss, or at a node's first connection: when the key is missing or
@@ -571,10 +574,98 @@ impl RedisRevocations {
     }
 }
 
-/// What an applied event revoked, so a node can tell what the stream holds.
-enum Applied {
-    Session(SessionId),
-    User(String, u64),
+/// One event of the stream, borrowing the reply it was read from (no allocation per event:
+/// a replay reads millions).
+#[derive(Debug, PartialEq, Eq)]
+enum Event<'a> {
+    /// `k=s id=<hex> until=<ms>`.
+    Session { id: SessionId, until: UnixMillis },
+    /// `k=u id=<user> v=<version> until=<ms>`.
+    User {
+        user: &'a str,
+        version: u64,
+        until: UnixMillis,
+    },
+}
+
+/// The bytes of a string reply.
+fn value_bytes(v: &redis::Value) -> Option<&[u8]> {
+    match v {
+        redis::Value::BulkString(b) => Some(b),
+        redis::Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// A decimal `u64` without allocating (`str::parse` would need a `&str` first, and accepts `+`).
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    b.iter().try_fold(0u64, |n, &c| {
+        let d = c.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// Reads an event from an entry's fields `[name, value, …]`; `None` when malformed or of a kind
+/// this build does not know.
+fn parse_event(fields: &[redis::Value]) -> Option<Event<'_>> {
+    let (mut kind, mut id, mut version, mut until) = (None, None, None, None);
+    for pair in fields.chunks_exact(2) {
+        let value = value_bytes(&pair[1]);
+        match value_bytes(&pair[0])? {
+            b"k" => kind = value,
+            b"id" => id = value,
+            b"v" => version = value,
+            b"until" => until = value,
+            _ => {}
+        }
+    }
+    let until = UnixMillis(parse_u64(until?)?);
+    let id = std::str::from_utf8(id?).ok()?;
+    match kind? {
+        b"s" => Some(Event::Session {
+            id: SessionId::parse_hex(id)?,
+            until,
+        }),
+        b"u" => Some(Event::User {
+            user: id,
+            version: parse_u64(version?)?,
+            until,
+        }),
+        _ => None,
+    }
+}
+
+/// The entries of an `XREAD` reply for one stream: RESP2 `[[key, entries]]`, RESP3
+/// `{key: entries}`, or nil (nothing new).
+fn reply_entries(reply: &redis::Value) -> &[redis::Value] {
+    use redis::Value;
+    let entries = match reply {
+        Value::Array(streams) => match streams.first() {
+            Some(Value::Array(stream)) => stream.get(1),
+            _ => None,
+        },
+        Value::Map(streams) => streams.first().map(|(_, entries)| entries),
+        _ => None,
+    };
+    match entries {
+        Some(Value::Array(entries)) => entries,
+        _ => &[],
+    }
+}
+
+/// A stream entry `[id, [field, value, …]]` as its id and fields.
+fn entry_parts(entry: &redis::Value) -> Option<(&str, &[redis::Value])> {
+    let redis::Value::Array(parts) = entry else {
+        return None;
+    };
+    let id = std::str::from_utf8(value_bytes(parts.first()?)?).ok()?;
+    match parts.get(1)? {
+        redis::Value::Array(fields) => Some((id, fields)),
+        _ => None,
+    }
 }
 
 /// What a replay found in the stream: the sessions revoked there and each user's highest
@@ -586,15 +677,17 @@ struct Seen {
 }
 
 impl Seen {
-    fn add(&mut self, applied: Applied) {
-        match applied {
-            Applied::Session(sid) => {
-                self.sessions.insert(sid);
+    /// Records what an entry's fields revoke (nothing for a malformed one).
+    fn add_fields(&mut self, fields: &[redis::Value]) {
+        match parse_event(fields) {
+            Some(Event::Session { id, .. }) => {
+                self.sessions.insert(id);
             }
-            Applied::User(user, v) => {
-                let e = self.users.entry(user).or_insert(0);
-                *e = (*e).max(v);
+            Some(Event::User { user, version, .. }) => {
+                let e = self.users.entry(user.to_owned()).or_insert(0);
+                *e = (*e).max(version);
             }
+            None => {}
         }
     }
 
@@ -659,7 +752,7 @@ impl Shared {
     }
 
     /// Declares this node's lifetime in the horizon set (see the module docs).
-    async fn declare_horizon(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn declare_horizon(&self, conn: &mut RedisConn) -> redis::RedisResult<()> {
         redis::cmd("EVAL")
             .arg(DECLARE)
             .arg(1)
@@ -670,39 +763,52 @@ impl Shared {
             .map(|_| ())
     }
 
-    fn apply(&self, fields: &HashMap<String, redis::Value>) -> Option<Applied> {
-        let get = |k: &str| -> Option<String> {
-            fields
-                .get(k)
-                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-        };
+    /// Applies a batch of stream entries (as [`reply_entries`] returns them), all sessions under
+    /// one lock, and records what they revoked in `seen` when a recovery wants it. Returns the
+    /// id of the last entry, applied or not (`None` for an empty batch).
+    fn apply_entries<'r>(
+        &self,
+        entries: &'r [redis::Value],
+        mut seen: Option<&mut Seen>,
+    ) -> Option<&'r str> {
         let now = self.now();
-        let until = get("until").and_then(|u| u.parse().ok()).map(UnixMillis);
-        match (get("k").as_deref(), get("id"), until) {
-            (Some("s"), Some(id), Some(until)) => {
-                let sid = SessionId::parse_hex(&id)?;
-                self.local.revoke_session_now(sid, until, now);
-                Some(Applied::Session(sid))
+        let mut sessions = Vec::with_capacity(entries.len());
+        let mut malformed = 0usize;
+        let mut last = None;
+        for entry in entries {
+            let Some((id, fields)) = entry_parts(entry) else {
+                malformed += 1;
+                continue;
+            };
+            last = Some(id);
+            match parse_event(fields) {
+                Some(Event::Session { id, until }) => sessions.push((id, until)),
+                Some(Event::User {
+                    user,
+                    version,
+                    until,
+                }) => self.local.raise_user_version(user, version, until, now),
+                // An event this build does not understand is skipped, not fatal: a newer node
+                // may write kinds an older one ignores.
+                None => malformed += 1,
             }
-            (Some("u"), Some(user), Some(until)) => {
-                let v = get("v").and_then(|v| v.parse().ok())?;
-                self.local.raise_user_version(&user, v, until, now);
-                Some(Applied::User(user, v))
-            }
-            // An event this build does not understand is skipped, not fatal: a newer node may
-            // write kinds an older one ignores.
-            _ => {
-                tracing::warn!(target: "sealed_sessions::sync", "skipping malformed revocation event");
-                None
+            if let Some(seen) = seen.as_deref_mut() {
+                seen.add_fields(fields);
             }
         }
+        self.local
+            .revoke_sessions_now(sessions.iter().copied(), now);
+        if malformed > 0 {
+            tracing::warn!(target: "sealed_sessions::sync", malformed, "skipping malformed revocation events");
+        }
+        last
     }
 
     /// Re-publishes `entries`; with `lock`, extends the re-publish lock before each batch (so a
     /// holder that is still working keeps it, and one that died loses it).
     async fn republish(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConn,
         entries: &[LiveEntry],
         lock: bool,
     ) -> redis::RedisResult<usize> {
@@ -735,11 +841,7 @@ impl Shared {
     }
 
     /// Takes or extends the re-publish lock; true when this node holds it.
-    async fn take_lock(
-        &self,
-        conn: &mut MultiplexedConnection,
-        epoch: &str,
-    ) -> redis::RedisResult<LockState> {
+    async fn take_lock(&self, conn: &mut RedisConn, epoch: &str) -> redis::RedisResult<LockState> {
         let got: i64 = redis::cmd("EVAL")
             .arg(LOCK)
             .arg(2)
@@ -821,6 +923,9 @@ enum Loss {
     StreamGone,
     /// The stream's last generated id is below the id of the last event applied here.
     IdsWentBack,
+    /// The stream's `entries-added` went down: the key was deleted and written again since the
+    /// last probe (its new ids may well be above what this node applied).
+    StreamRecreated,
 }
 
 impl Loss {
@@ -829,6 +934,7 @@ impl Loss {
             Loss::Epoch => "epoch key missing or changed",
             Loss::StreamGone => "events stream missing",
             Loss::IdsWentBack => "stream ids went backwards",
+            Loss::StreamRecreated => "events stream deleted and written again",
         }
     }
 }
@@ -858,6 +964,19 @@ fn stream_loss(applied: &str, last_generated: Option<&str>) -> Option<Loss> {
     }
 }
 
+/// Whether the stream was deleted and written again between two probes: `entries-added` counts
+/// every entry the key ever received and never goes down while the key lives (trimming keeps
+/// it), so a lower count than last time is a new key. This catches what [`stream_loss`] cannot:
+/// a new stream whose ids are above what this node applied. (A new key that received more
+/// entries within one probe interval than the old one ever had would still pass; `None` on
+/// Redis before 7, which does not report the count.)
+fn stream_recreated(had: Option<u64>, now: Option<u64>) -> Option<Loss> {
+    match (had, now) {
+        (Some(had), Some(now)) if now < had => Some(Loss::StreamRecreated),
+        _ => None,
+    }
+}
+
 /// A node's part in the recovery from a data loss that is not done yet (see the module docs).
 struct Recovery {
     loss: Loss,
@@ -880,12 +999,56 @@ struct SyncState {
     read_ok: bool,
     /// When this node last declared its lifetime in the horizon set.
     declared_ms: Option<u64>,
+    /// The stream's `entries-added` at the last probe (see [`stream_recreated`]).
+    entries_added: Option<u64>,
 }
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Entries per `XREAD`; a shorter reply means the read reached the tail.
-const READ_COUNT: usize = 1000;
+/// Entries per `XREAD`; a shorter reply means the read reached the tail. Large, so a replay of
+/// millions of events takes few round trips (each reply is a few MB).
+const READ_COUNT: usize = 10_000;
+
+/// `XREAD COUNT READ_COUNT [BLOCK ms] STREAMS key from`, as a raw reply (see [`reply_entries`]):
+/// converting millions of entries into `StreamReadReply`'s maps of strings was most of a
+/// replay's time.
+async fn xread<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    key: &str,
+    from: &str,
+    block_ms: Option<usize>,
+) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT").arg(READ_COUNT);
+    if let Some(ms) = block_ms {
+        cmd.arg("BLOCK").arg(ms);
+    }
+    cmd.arg("STREAMS").arg(key).arg(from);
+    cmd.query_async(conn).await
+}
+
+/// The next batch of a backlog, read while the current one is applied: Redis serves it and the
+/// connection parses it on the other core. Non-blocking, so at the tail it comes back empty at
+/// once and the loop goes on to its probe and a blocking read.
+struct Prefetch {
+    /// The id it reads after.
+    from: String,
+    reply: tokio::task::JoinHandle<redis::RedisResult<redis::Value>>,
+}
+
+impl Prefetch {
+    fn spawn<C>(conn: &C, key: &str, from: &str) -> Prefetch
+    where
+        C: redis::aio::ConnectionLike + Clone + Send + 'static,
+    {
+        let (mut conn, key, from) = (conn.clone(), key.to_owned(), from.to_owned());
+        let reply = {
+            let from = from.clone();
+            tokio::spawn(async move { xread(&mut conn, &key, &from, None).await })
+        };
+        Prefetch { from, reply }
+    }
+}
 
 /// Replays, then tails the stream; reconnects with capped exponential backoff, which starts over
 /// after a connection that completed a read.
@@ -898,6 +1061,7 @@ async fn sync_loop(shared: Arc<Shared>) {
         recovery: None,
         read_ok: false,
         declared_ms: None,
+        entries_added: None,
     };
     loop {
         state.read_ok = false;
@@ -930,14 +1094,18 @@ struct Probe {
     last_generated: Option<String>,
     length: u64,
     marker: Option<String>,
+    /// How many entries the stream key has ever received (Redis 7+): only grows while the key
+    /// lives, trims included.
+    entries_added: Option<u64>,
 }
 
-async fn probe(shared: &Shared, conn: &mut MultiplexedConnection) -> redis::RedisResult<Probe> {
-    let (epoch, last_generated, length, marker): (
+async fn probe(shared: &Shared, conn: &mut RedisConn) -> redis::RedisResult<Probe> {
+    let (epoch, last_generated, length, marker, entries_added): (
         Option<String>,
         Option<String>,
         u64,
         Option<String>,
+        Option<u64>,
     ) = redis::cmd("EVAL")
         .arg(PROBE)
         .arg(3)
@@ -951,6 +1119,7 @@ async fn probe(shared: &Shared, conn: &mut MultiplexedConnection) -> redis::Redi
         last_generated,
         length,
         marker,
+        entries_added,
     })
 }
 
@@ -958,7 +1127,7 @@ async fn probe(shared: &Shared, conn: &mut MultiplexedConnection) -> redis::Redi
 /// loss. Returns the epoch adopted.
 async fn adopt_epoch(
     shared: &Shared,
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     had: Option<&str>,
 ) -> redis::RedisResult<String> {
     redis::cmd("EVAL")
@@ -976,7 +1145,7 @@ async fn adopt_epoch(
 async fn keep_declared(
     shared: &Shared,
     state: &mut SyncState,
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     fresh_connection: bool,
 ) -> redis::RedisResult<()> {
     let now = shared.now().0;
@@ -997,7 +1166,7 @@ async fn keep_declared(
 async fn begin_recovery(
     shared: &Shared,
     state: &mut SyncState,
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     loss: Loss,
 ) -> redis::RedisResult<()> {
     shared.caught_up.store(false, Ordering::Relaxed);
@@ -1018,7 +1187,7 @@ async fn begin_recovery(
 async fn recovery_step(
     shared: &Shared,
     state: &mut SyncState,
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
     marker: Option<&str>,
 ) -> redis::RedisResult<()> {
     let Some(rec) = state.recovery.as_mut() else {
@@ -1065,7 +1234,7 @@ async fn recovery_step(
 async fn finish_recovery(
     shared: &Shared,
     state: &mut SyncState,
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConn,
 ) -> redis::RedisResult<()> {
     let Some(rec) = state.recovery.as_ref().filter(|r| r.marker_seen) else {
         return Ok(());
@@ -1083,10 +1252,7 @@ async fn finish_recovery(
 }
 
 /// Re-publishes every live entry after the retry queue overflowed.
-async fn pay_republish_owed(
-    shared: &Shared,
-    conn: &mut MultiplexedConnection,
-) -> redis::RedisResult<()> {
+async fn pay_republish_owed(shared: &Shared, conn: &mut RedisConn) -> redis::RedisResult<()> {
     if !shared.republish_owed.swap(false, Ordering::Relaxed) {
         return Ok(());
     }
@@ -1119,6 +1285,7 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
     let block_ms = usize::try_from(duration_ms(shared.config.block)).unwrap_or(1000);
     // Set when a read from `0-0` begins, for the progress log.
     let mut replay: Option<(u64, u64, std::time::Instant)> = None;
+    let mut prefetch: Option<Prefetch> = None;
     loop {
         keep_declared(shared, state, &mut conn, false).await?;
         // Detects a Redis that came back without (some of) our data; see the module docs.
@@ -1130,12 +1297,14 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
             Some(had) => {
                 let loss = (p.epoch.as_deref() != Some(had.as_str()))
                     .then_some(Loss::Epoch)
-                    .or_else(|| stream_loss(&state.last_id, p.last_generated.as_deref()));
+                    .or_else(|| stream_loss(&state.last_id, p.last_generated.as_deref()))
+                    .or_else(|| stream_recreated(state.entries_added, p.entries_added));
                 if let Some(loss) = loss {
                     begin_recovery(shared, state, &mut conn, loss).await?;
                 }
             }
         }
+        state.entries_added = p.entries_added;
         recovery_step(shared, state, &mut conn, p.marker.as_deref()).await?;
         pay_republish_owed(shared, &mut conn).await?;
         if !shared.pending.lock().is_empty() && shared.flush_pending().await.is_err() {
@@ -1150,23 +1319,44 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
                 tracing::info!(target: "sealed_sessions::sync", events = p.length, "replaying the revocation stream: {} events", p.length);
             }
         }
-        let opts = StreamReadOptions::default()
-            .count(READ_COUNT)
-            .block(block_ms);
-        let reply: Option<StreamReadReply> = conn
-            .xread_options(&[&shared.keys.events], &[state.last_id.as_str()], &opts)
-            .await?;
-        state.read_ok = true;
-        let mut n = 0;
-        for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in key.ids {
-                let applied = shared.apply(&entry.map);
-                if let (Some(rec), Some(a)) = (state.recovery.as_mut(), applied) {
-                    rec.seen.add(a);
-                }
-                state.last_id = entry.id;
-                n += 1;
+        // The read prefetched while the previous batch was applied, if it still continues from
+        // where this node is (a loss just found restarts the replay from `0-0`).
+        let reply = match prefetch.take() {
+            Some(p) if p.from == state.last_id => p.reply.await.map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "stream read task", e.to_string()))
+            })??,
+            Some(p) => {
+                p.reply.abort();
+                xread(
+                    &mut conn,
+                    &shared.keys.events,
+                    &state.last_id,
+                    Some(block_ms),
+                )
+                .await?
             }
+            None => {
+                xread(
+                    &mut conn,
+                    &shared.keys.events,
+                    &state.last_id,
+                    Some(block_ms),
+                )
+                .await?
+            }
+        };
+        state.read_ok = true;
+        let entries = reply_entries(&reply);
+        let n = entries.len();
+        let last = entries.last().and_then(entry_parts).map(|(id, _)| id);
+        if let (true, Some(last)) = (n >= READ_COUNT, last) {
+            // A backlog: Redis reads the next batch while this one is applied.
+            prefetch = Some(Prefetch::spawn(&conn, &shared.keys.events, last));
+        }
+        if let Some(last) =
+            shared.apply_entries(entries, state.recovery.as_mut().map(|r| &mut r.seen))
+        {
+            state.last_id = last.to_owned();
         }
         if n >= READ_COUNT {
             // Still working through a backlog: not caught up, and not counted as contact.
@@ -1315,7 +1505,77 @@ impl RevocationBackend for RedisRevocations {
 
 #[cfg(test)]
 mod tests {
-    use super::{Loss, parse_stream_id, stream_loss};
+    use super::{
+        Event, Loss, parse_event, parse_stream_id, parse_u64, stream_loss, stream_recreated,
+    };
+    use crate::claims::SessionId;
+    use crate::clock::UnixMillis;
+    use redis::Value;
+
+    fn fields(kv: &[&str]) -> Vec<Value> {
+        kv.iter()
+            .map(|s| Value::BulkString(s.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn events_parse_from_raw_fields() {
+        let sid = SessionId::from_bytes([0xab; 16]);
+        let hex = sid.to_string();
+        let f = fields(&["k", "s", "id", &hex, "until", "1700000000000"]);
+        assert_eq!(
+            parse_event(&f),
+            Some(Event::Session {
+                id: sid,
+                until: UnixMillis(1_700_000_000_000)
+            })
+        );
+        let f = fields(&["k", "u", "id", "alice", "v", "42", "until", "5"]);
+        assert_eq!(
+            parse_event(&f),
+            Some(Event::User {
+                user: "alice",
+                version: 42,
+                until: UnixMillis(5)
+            })
+        );
+        // Unknown kinds, missing fields, bad numbers and bad ids are skipped, not a panic.
+        for bad in [
+            vec!["k", "x", "id", "a", "until", "1"],
+            vec!["k", "s", "id", "zz", "until", "1"],
+            vec!["k", "s", "id", hex.as_str(), "until", "+1"],
+            vec!["k", "u", "id", "alice", "until", "1"],
+            vec![
+                "k",
+                "u",
+                "id",
+                "alice",
+                "v",
+                "99999999999999999999999",
+                "until",
+                "1",
+            ],
+            vec!["k", "s", "id"],
+        ] {
+            assert_eq!(parse_event(&fields(&bad)), None, "{bad:?}");
+        }
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b""), None);
+    }
+
+    #[test]
+    fn a_lower_entries_added_is_a_recreated_stream() {
+        assert_eq!(
+            stream_recreated(Some(5), Some(1)),
+            Some(Loss::StreamRecreated)
+        );
+        assert_eq!(stream_recreated(Some(5), Some(5)), None);
+        assert_eq!(stream_recreated(Some(5), Some(9)), None);
+        // Redis before 7, or no stream: nothing to compare.
+        assert_eq!(stream_recreated(None, Some(1)), None);
+        assert_eq!(stream_recreated(Some(5), None), None);
+    }
 
     #[test]
     fn stream_ids_compare_as_numbers() {

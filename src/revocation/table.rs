@@ -149,31 +149,51 @@ impl<V: Expiring> ExpiringTable<V> {
     /// Inserts or updates the entry for `key`: `merge` receives the current value (if any) and
     /// returns the new one.
     pub(crate) fn upsert(&self, key: [u8; 16], now_secs: u64, merge: impl FnOnce(Option<V>) -> V) {
+        self.upsert_many(now_secs, [(key, merge)], |old, merge| merge(old));
+    }
+
+    /// Inserts or updates many entries under one writer lock: `merge` receives the current value
+    /// (if any) and the item's payload, and returns the new value. Replaying a stream applies
+    /// tens of thousands of events at once; taking the writer lock, checking the purge and
+    /// loading the filter once per batch instead of once per entry is what makes that cheap.
+    /// Readers are unaffected: they never take the writer lock, and each entry still takes its
+    /// shard's lock on its own, so a reader waits for one insert at most.
+    pub(crate) fn upsert_many<X>(
+        &self,
+        now_secs: u64,
+        items: impl IntoIterator<Item = ([u8; 16], X)>,
+        mut merge: impl FnMut(Option<V>, X) -> V,
+    ) {
         let mut w = self.writer.lock();
         if now_secs >= w.next_purge_secs {
             self.purge_locked(now_secs);
             w.next_purge_secs = now_secs.saturating_add(self.purge_every_secs);
         }
-        let hash = self.hash(&key);
-        // Grow the filter before it gets crowded.
-        if self.len.load(Ordering::Relaxed) + 1 > self.filter.load().capacity() {
-            self.rebuild_filter_locked(2 * (self.len.load(Ordering::Relaxed) + 1));
-        }
-        // Filter first: a reader that sees the entry must also see its bits.
-        self.filter.load().insert(hash);
-        let mut shard = self.shard(hash).write();
-        match shard.entries.find_entry(hash, |(k, _)| *k == key) {
-            Ok(occupied) => {
-                let ((k, old), _) = occupied.remove();
-                shard
-                    .entries
-                    .insert_unique(hash, (k, merge(Some(old))), |(k, _)| self.hash(k));
+        let mut filter = self.filter.load_full();
+        for (key, x) in items {
+            let hash = self.hash(&key);
+            // Grow the filter before it gets crowded.
+            let len = self.len.load(Ordering::Relaxed);
+            if len + 1 > filter.capacity() {
+                self.rebuild_filter_locked(2 * (len + 1));
+                filter = self.filter.load_full();
             }
-            Err(_) => {
-                shard
-                    .entries
-                    .insert_unique(hash, (key, merge(None)), |(k, _)| self.hash(k));
-                self.len.fetch_add(1, Ordering::Relaxed);
+            // Filter first: a reader that sees the entry must also see its bits.
+            filter.insert(hash);
+            let mut shard = self.shard(hash).write();
+            match shard.entries.find_entry(hash, |(k, _)| *k == key) {
+                Ok(occupied) => {
+                    let ((k, old), _) = occupied.remove();
+                    shard
+                        .entries
+                        .insert_unique(hash, (k, merge(Some(old), x)), |(k, _)| self.hash(k));
+                }
+                Err(_) => {
+                    shard
+                        .entries
+                        .insert_unique(hash, (key, merge(None, x)), |(k, _)| self.hash(k));
+                    self.len.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
