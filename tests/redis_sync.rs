@@ -835,3 +835,83 @@ async fn a_short_lived_writer_does_not_trim_the_revocations_of_longer_lived_node
     })
     .await;
 }
+
+/// The "ids went backwards" signal alone is masked by any write that lands before a node's
+/// next probe. Stream ids are Redis milliseconds, so the first `XADD` on a promoted
+/// replica that lagged (or on a restored snapshot) gets an id above everything the nodes
+/// applied: the lost events are never re-published and a node started afterwards lacks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_followed_by_a_write_before_the_next_probe_is_still_a_loss() {
+    rollback_then_writes_before_the_next_probe(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_followed_by_many_writes_before_the_next_probe_is_still_a_loss() {
+    rollback_then_writes_before_the_next_probe(true).await;
+}
+
+/// A failover to a lagging replica (the stream loses its newest entries) followed, before the
+/// nodes' next probe, by one write or by `many_writes`.
+async fn rollback_then_writes_before_the_next_probe(many_writes: bool) {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
+    let old = a.engine.issue("carol", String::new(), None).await.unwrap();
+    a.engine.logout(&old.session).await.unwrap();
+    let snapshot: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(EVENTS)
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(snapshot.len(), 1);
+    let (s, u) = two_revocations(&a).await;
+    eventually("B learns all three", || {
+        revoked(&b, &old.token) && revoked(&b, &s.token) && revoked(&b, &u.token)
+    })
+    .await;
+    // Failover to the lagging replica, and the first ordinary write after it (some node's
+    // logout), before either node's next probe: one transaction here, a few ms in production.
+    let mut conn = redis.conn();
+    let (id, fields) = &snapshot[0];
+    let until = (now_ms() + 3_600_000).to_string();
+    let mut rollback = redis::pipe();
+    rollback
+        .atomic()
+        .cmd("DEL")
+        .arg(EVENTS)
+        .ignore()
+        .cmd("XADD")
+        .arg(EVENTS)
+        .arg(id)
+        .arg(fields)
+        .ignore();
+    // One new write; with `many_writes`, more than the stream the nodes read ever received, so
+    // `entries-added` does not go down and only the missing applied entries show the loss.
+    for i in 0..if many_writes { 9u8 } else { 1 } {
+        let sid = sealed_sessions::SessionId::from_bytes([i + 10; 16]).to_string();
+        rollback
+            .cmd("XADD")
+            .arg(EVENTS)
+            .arg("*")
+            .arg(&["k", "s", "id", &sid, "until", &until])
+            .ignore();
+    }
+    let _: () = rollback.query(&mut conn).unwrap();
+    // Plenty of probes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let late = node(&redis.url()).await;
+    eventually_within(
+        "late node rejects the logged-out session",
+        Duration::from_secs(3),
+        || revoked(&late, &s.token),
+    )
+    .await;
+    eventually_within(
+        "late node rejects the bumped user",
+        Duration::from_secs(3),
+        || revoked(&late, &u.token),
+    )
+    .await;
+}

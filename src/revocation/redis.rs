@@ -148,6 +148,9 @@ return 1
 /// `entries-added` (Redis 7+; nil before, or without the stream).
 ///
 /// KEYS: epoch, events, republished marker
+/// ARGV: ids of entries this node applied (`0-0` for none): the last one, and where the read
+/// that brought it started. A rollback that happened since the previous probe lost the newer
+/// of the two if it lost anything this node applied.
 const PROBE: &str = r"
 local epoch = redis.call('GET', KEYS[1])
 local last = false
@@ -161,7 +164,19 @@ if ok then
     if info[i] == 'entries-added' then added = info[i + 1] end
   end
 end
-return {epoch, last, len, redis.call('GET', KEYS[3]), added}
+-- An entry this node applied (ARGV: the last one, and where its last read started) is gone
+-- although an entry before it is still there: trimming removes from the head only, so only a
+-- lost or older copy of the stream does that (a failover to a lagging replica, a restore),
+-- whatever was written since.
+local missing = 0
+for _, id in ipairs(ARGV) do
+  if ok and id ~= '0-0'
+      and #redis.call('XRANGE', KEYS[2], id, id) == 0
+      and #redis.call('XRANGE', KEYS[2], '-', id, 'COUNT', 1) > 0 then
+    missing = 1
+  end
+end
+return {epoch, last, len, redis.call('GET', KEYS[3]), added, missing}
 ";
 
 /// Adopts an epoch after a loss, or at a node's first connection: when the key is missing or
@@ -926,6 +941,9 @@ enum Loss {
     /// The stream's `entries-added` went down: the key was deleted and written again since the
     /// last probe (its new ids may well be above what this node applied).
     StreamRecreated,
+    /// The last entry applied here is gone while older ones are still in the stream: an older
+    /// copy of the stream, even if newer entries were written to it since.
+    AppliedEntryMissing,
 }
 
 impl Loss {
@@ -935,6 +953,9 @@ impl Loss {
             Loss::StreamGone => "events stream missing",
             Loss::IdsWentBack => "stream ids went backwards",
             Loss::StreamRecreated => "events stream deleted and written again",
+            Loss::AppliedEntryMissing => {
+                "last applied event missing from an older copy of the stream"
+            }
         }
     }
 }
@@ -991,6 +1012,9 @@ struct Recovery {
 struct SyncState {
     /// Id of the last stream entry applied (`0-0`: none; the next read replays from the start).
     last_id: String,
+    /// Where the last read started (the last entry applied before it). With `last_id`, the
+    /// newest entry applied before any rollback that happened since the previous probe.
+    read_from: String,
     /// The epoch adopted from Redis; `None` until the first connection.
     epoch: Option<String>,
     /// A recovery from a data loss in progress; carried over a dropped connection.
@@ -1057,6 +1081,7 @@ async fn sync_loop(shared: Arc<Shared>) {
     let mut backoff = initial;
     let mut state = SyncState {
         last_id: "0-0".to_string(),
+        read_from: "0-0".to_string(),
         epoch: None,
         recovery: None,
         read_ok: false,
@@ -1097,21 +1122,29 @@ struct Probe {
     /// How many entries the stream key has ever received (Redis 7+): only grows while the key
     /// lives, trims included.
     entries_added: Option<u64>,
+    /// The entry this node applied last is missing from a stream that still holds older ones.
+    applied_missing: bool,
 }
 
-async fn probe(shared: &Shared, conn: &mut RedisConn) -> redis::RedisResult<Probe> {
-    let (epoch, last_generated, length, marker, entries_added): (
+async fn probe(
+    shared: &Shared,
+    conn: &mut RedisConn,
+    applied: [&str; 2],
+) -> redis::RedisResult<Probe> {
+    let (epoch, last_generated, length, marker, entries_added, missing): (
         Option<String>,
         Option<String>,
         u64,
         Option<String>,
         Option<u64>,
+        u8,
     ) = redis::cmd("EVAL")
         .arg(PROBE)
         .arg(3)
         .arg(&shared.keys.epoch)
         .arg(&shared.keys.events)
         .arg(&shared.keys.republished)
+        .arg(&applied[..])
         .query_async(conn)
         .await?;
     Ok(Probe {
@@ -1120,6 +1153,7 @@ async fn probe(shared: &Shared, conn: &mut RedisConn) -> redis::RedisResult<Prob
         length,
         marker,
         entries_added,
+        applied_missing: missing == 1,
     })
 }
 
@@ -1174,6 +1208,7 @@ async fn begin_recovery(
     tracing::warn!(target: "sealed_sessions::sync", signal = loss.signal(), "Redis lost revocation data; replaying, and re-publishing what the stream lacks");
     state.epoch = Some(adopted);
     state.last_id = "0-0".into();
+    state.read_from = "0-0".into();
     state.recovery = Some(Recovery {
         loss,
         seen: Seen::default(),
@@ -1289,7 +1324,7 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
     loop {
         keep_declared(shared, state, &mut conn, false).await?;
         // Detects a Redis that came back without (some of) our data; see the module docs.
-        let p = probe(shared, &mut conn).await?;
+        let p = probe(shared, &mut conn, [&state.last_id, &state.read_from]).await?;
         match &state.epoch {
             // A node's first epoch is adopted, not a loss: all it holds are its own writes,
             // which the retry queue (or an owed re-publish) brings to Redis.
@@ -1298,7 +1333,8 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
                 let loss = (p.epoch.as_deref() != Some(had.as_str()))
                     .then_some(Loss::Epoch)
                     .or_else(|| stream_loss(&state.last_id, p.last_generated.as_deref()))
-                    .or_else(|| stream_recreated(state.entries_added, p.entries_added));
+                    .or_else(|| stream_recreated(state.entries_added, p.entries_added))
+                    .or_else(|| p.applied_missing.then_some(Loss::AppliedEntryMissing));
                 if let Some(loss) = loss {
                     begin_recovery(shared, state, &mut conn, loss).await?;
                 }
@@ -1346,6 +1382,7 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
             }
         };
         state.read_ok = true;
+        state.read_from.clone_from(&state.last_id);
         let entries = reply_entries(&reply);
         let n = entries.len();
         let last = entries.last().and_then(entry_parts).map(|(id, _)| id);
