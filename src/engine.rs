@@ -43,6 +43,11 @@ pub enum Rejection {
     /// The route needs a password check more recent than the step-up window.
     #[error("recent authentication required")]
     StepUpRequired,
+    /// The revocation list has not been loaded yet (a Redis-synced node still replaying): the
+    /// token cannot be checked, so it is not accepted. Not a verdict on the token: the cookie
+    /// is kept.
+    #[error("revocation list not loaded yet")]
+    NotSynced,
 }
 
 impl Rejection {
@@ -55,6 +60,7 @@ impl Rejection {
             Rejection::Revoked(_) => "REVOKED",
             Rejection::FingerprintMismatch => "FINGERPRINT_MISMATCH",
             Rejection::StepUpRequired => "STEP_UP_REQUIRED",
+            Rejection::NotSynced => "REVOCATION_STALE",
         }
     }
 }
@@ -332,6 +338,10 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         if now.since(claims.last_seen) > inner.config.idle_timeout {
             return Err(Rejection::IdleTimeout);
         }
+        // Fail closed until the list is loaded: an empty list would accept every revoked token.
+        if !inner.revocations.ready() {
+            return Err(Rejection::NotSynced);
+        }
         inner
             .revocations
             .check(&claims.session_id, &claims.user_id, claims.version, now)
@@ -389,16 +399,17 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     pub async fn recheck(&self, session: &Session<T>) -> Result<(), EngineError> {
         let c = &session.claims;
         let inner = &*self.inner;
-        inner
-            .revocations
-            .check(&c.session_id, &c.user_id, c.version, self.now())
-            .map_err(EngineError::Revoked)?;
+        // The store first, then the local list: a revocation that lands while the store
+        // answers is in the local list by the time it is read, and the caller seals right after
+        // this returns, with no wait in between.
         // The backend's policy decides what an unreachable store means (Redis: the local list).
+        // The barrier brings in a single-session logout made on another node a moment ago.
+        inner.revocations.barrier().await?;
         let min = inner.revocations.current_version(&c.user_id).await?;
         if c.version < min {
             return Err(EngineError::Revoked(Revoked::UserVersion));
         }
-        Ok(())
+        self.recheck_local(session)
     }
 
     /// The local part of [`SessionEngine::recheck`], for changes that keep the session id and
@@ -408,6 +419,17 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         self.inner
             .revocations
             .check(&c.session_id, &c.user_id, c.version, self.now())
+            .map_err(EngineError::Revoked)
+    }
+
+    /// Whether this session's id was revoked (on this node), whatever the user's version: for
+    /// the last step of changes that raised the version themselves.
+    fn recheck_id_local(&self, session: &Session<T>) -> Result<(), EngineError> {
+        let c = &session.claims;
+        // No version is below u64::MAX: only the session-id entry can answer.
+        self.inner
+            .revocations
+            .check(&c.session_id, &c.user_id, u64::MAX, self.now())
             .map_err(EngineError::Revoked)
     }
 
@@ -630,6 +652,8 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ) -> Result<Issued<T>, EngineError> {
         self.recheck(session).await?;
         let version = self.logout_everywhere(session.user_id()).await?;
+        // A logout of this session while the version was raised: no new id for it.
+        self.recheck_id_local(session)?;
         self.continue_at_version(session, version)
     }
 
@@ -663,10 +687,13 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ///    before that check ([`SessionEngine::begin_login`]), so before step 4, so below this
     ///    version: its token is revoked. If the shared store does not take this second raise it
     ///    is in force here and retried, and the change still succeeds;
-    /// 6. seal this session under a new id at the new version.
+    /// 6. check once more that this session's id was not revoked meanwhile (a logout of this
+    ///    session while the password was stored: the password is changed, but this session
+    ///    does not continue), and seal it under a new id at the new version.
     ///
     /// # Errors
-    /// [`PasswordChangeError::Engine`] before the password is stored;
+    /// [`PasswordChangeError::Engine`] before the password is stored, or
+    /// [`EngineError::Revoked`] after it when this session was logged out meanwhile;
     /// [`PasswordChangeError::Store`] when `store` fails.
     pub async fn change_password<F, E>(
         &self,
@@ -700,6 +727,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
                     .map_err(EngineError::from)?
             }
         };
+        self.recheck_id_local(session)?;
         Ok(self.continue_at_version(session, version)?)
     }
 

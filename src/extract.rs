@@ -139,6 +139,11 @@ fn classify(failure: Failure<'_>) -> (StatusCode, &'static str, &'static str) {
             "FINGERPRINT_MISMATCH",
             "session used from a different client",
         ),
+        Failure::Rejected(Rejection::NotSynced) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "REVOCATION_STALE",
+            "revocation list not loaded yet; try again",
+        ),
         Failure::Rejected(Rejection::StepUpRequired) => (
             UNAUTHORIZED,
             "STEP_UP_REQUIRED",

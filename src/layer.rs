@@ -693,6 +693,8 @@ impl<T: SessionData> Shared<T> {
                         }
                     }
                 }
+                // Not loaded yet says nothing about the cookie: keep it.
+                Some(Err(Rejection::NotSynced)) => None,
                 Some(Err(_)) => Some(self.engine.clear_cookie()),
                 Some(Ok(_)) | None => None,
             },

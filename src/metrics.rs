@@ -52,13 +52,14 @@ const VALIDATION_BUCKETS: [f64; 10] = [
 const UPKEEP_EVERY: u64 = 4096;
 
 /// Every rejection code, so each series exists (at 0) before its first event.
-const REJECTION_CODES: [&str; 6] = [
+const REJECTION_CODES: [&str; 7] = [
     "INVALID",
     "EXPIRED",
     "IDLE_TIMEOUT",
     "REVOKED",
     "FINGERPRINT_MISMATCH",
     "STEP_UP_REQUIRED",
+    "REVOCATION_STALE",
 ];
 
 struct Inner {

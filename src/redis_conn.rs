@@ -37,6 +37,11 @@ impl LazyConn {
         Ok(c)
     }
 
+    /// Drops the connection, so the next command reconnects (after a failover).
+    pub(crate) fn reset(&self) {
+        *self.conn.lock() = None;
+    }
+
     /// Runs `cmd` within the deadline. Any failure (including the deadline) drops the
     /// connection and is reported as [`RevocationError::Unavailable`].
     pub(crate) async fn query<T: redis::FromRedisValue>(
@@ -49,38 +54,6 @@ impl LazyConn {
         };
         let result = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
-        };
-        *self.conn.lock() = None;
-        Err(RevocationError::Unavailable(result))
-    }
-
-    /// Runs the write `cmd`, then `WAIT`s until `replicas` replicas hold it, all within the
-    /// deadline. Fewer acknowledgements are a failure: the primary has it, but a failover to a
-    /// replica that does not would lose it, so the caller retries it (writes are idempotent).
-    /// With `replicas == 0` this is [`LazyConn::query`].
-    pub(crate) async fn query_replicated<T: redis::FromRedisValue>(
-        &self,
-        cmd: redis::Cmd,
-        replicas: usize,
-    ) -> Result<T, RevocationError> {
-        if replicas == 0 {
-            return self.query(cmd).await;
-        }
-        let wait_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        let fut = async {
-            let mut conn = self.connection().await?;
-            let mut pipe = redis::pipe();
-            pipe.add_command(cmd).cmd("WAIT").arg(replicas).arg(wait_ms);
-            pipe.query_async::<(T, usize)>(&mut conn).await
-        };
-        // The deadline leaves the WAIT its own timeout plus a round trip.
-        let result = match tokio::time::timeout(self.timeout * 2, fut).await {
-            Ok(Ok((v, acked))) if acked >= replicas => return Ok(v),
-            Ok(Ok((_, acked))) => {
-                format!("written, but {acked} of {replicas} replicas acknowledged it")
-            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };

@@ -229,6 +229,9 @@ impl ConnectionLike for RedisConn {
 /// Knows how to open a [`RedisConn`] for a target; built once, validated up front.
 pub(crate) struct Connector {
     kind: Kind,
+    // Under Sentinel: the primary the last connection went to, to notice a failover while
+    // connected (the deposed primary takes writes until Sentinel demotes it).
+    primary: parking_lot::Mutex<Option<(String, u16)>>,
 }
 
 enum Kind {
@@ -298,7 +301,34 @@ impl Connector {
                 certs,
             },
         };
-        Ok(Connector { kind })
+        Ok(Connector {
+            kind,
+            primary: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// Under Sentinel: whether the sentinels now name another primary than the one the last
+    /// connection went to (always false for the other topologies, and when no sentinel
+    /// answers: then the connection's own failure is the signal).
+    pub(crate) async fn primary_moved(&self, timeout: Duration) -> bool {
+        let Kind::Sentinel {
+            sentinels, master, ..
+        } = &self.kind
+        else {
+            return false;
+        };
+        let Some(connected) = self.primary.lock().clone() else {
+            return false;
+        };
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        for sentinel in sentinels {
+            if let Ok(named) = named_primary(sentinel, master, &cfg).await {
+                return named != connected;
+            }
+        }
+        false
     }
 
     /// Opens a connection: `connect` bounds each connection attempt, `response` each reply
@@ -328,7 +358,10 @@ impl Connector {
                 certs,
             } => open_via_sentinel(sentinels, master, certs.as_ref(), &cfg)
                 .await
-                .map(RedisConn::Single),
+                .map(|(conn, addr)| {
+                    *self.primary.lock() = Some(addr);
+                    RedisConn::Single(conn)
+                }),
         };
         opened.map_err(explain_tls)
     }
@@ -359,7 +392,7 @@ async fn open_via_sentinel(
     master: &str,
     certs: Option<&TlsCertificates>,
     cfg: &AsyncConnectionConfig,
-) -> RedisResult<MultiplexedConnection> {
+) -> RedisResult<(MultiplexedConnection, (String, u16))> {
     let mut last = None;
     for sentinel in sentinels {
         match primary_from(sentinel, master, certs, cfg).await {
@@ -371,12 +404,12 @@ async fn open_via_sentinel(
         .unwrap_or_else(|| RedisError::from((ErrorKind::EmptySentinelList, "no sentinel given"))))
 }
 
-async fn primary_from(
+/// The primary `sentinel` names for `master`.
+async fn named_primary(
     sentinel: &Client,
     master: &str,
-    certs: Option<&TlsCertificates>,
     cfg: &AsyncConnectionConfig,
-) -> RedisResult<MultiplexedConnection> {
+) -> RedisResult<(String, u16)> {
     let mut s = sentinel
         .get_multiplexed_async_connection_with_config(cfg)
         .await?;
@@ -385,13 +418,23 @@ async fn primary_from(
         .arg(master)
         .query_async(&mut s)
         .await?;
-    let Some((host, port)) = addr else {
-        return Err(RedisError::from((
+    addr.ok_or_else(|| {
+        RedisError::from((
             ErrorKind::MasterNameNotFoundBySentinel,
             "the sentinel monitors no primary by that name",
             master.to_owned(),
-        )));
-    };
+        ))
+    })
+}
+
+async fn primary_from(
+    sentinel: &Client,
+    master: &str,
+    certs: Option<&TlsCertificates>,
+    cfg: &AsyncConnectionConfig,
+) -> RedisResult<(MultiplexedConnection, (String, u16))> {
+    let (host, port) = named_primary(sentinel, master, cfg).await?;
+    let named = (host.clone(), port);
     let base = sentinel.get_connection_info();
     let addr = match base.addr() {
         ConnectionAddr::TcpTls { .. } => ConnectionAddr::TcpTls {
@@ -409,7 +452,7 @@ async fn primary_from(
     // A sentinel can name the old primary for a moment during a failover.
     let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
     match role.first().map(redis::from_redis_value_ref::<String>) {
-        Some(Ok(r)) if r == "master" => Ok(conn),
+        Some(Ok(r)) if r == "master" => Ok((conn, named)),
         _ => Err(RedisError::from((
             ErrorKind::MasterNameNotFoundBySentinel,
             "the server the sentinel named is not a primary (failover in progress?)",

@@ -707,3 +707,185 @@ fn update_keeps_the_id_so_a_replayed_cookie_rolls_back_but_regenerate_does_not()
         "role:admin"
     );
 }
+
+/// A memory list whose `current_version` (a Redis round trip in production) lets a logout of
+/// `victim` land while it is in flight.
+struct LogoutDuringVersionRead {
+    inner: MemoryRevocations,
+    victim: parking_lot::Mutex<Option<(sealed_sessions::SessionId, UnixMillis)>>,
+}
+
+impl RevocationBackend for LogoutDuringVersionRead {
+    fn check(
+        &self,
+        s: &sealed_sessions::SessionId,
+        u: &str,
+        v: u64,
+        now: UnixMillis,
+    ) -> Result<(), Revoked> {
+        self.inner.check(s, u, v, now)
+    }
+    fn current_version<'a>(
+        &'a self,
+        u: &'a str,
+    ) -> sealed_sessions::revocation::BoxFuture<
+        'a,
+        Result<u64, sealed_sessions::revocation::RevocationError>,
+    > {
+        Box::pin(async move {
+            if let Some((sid, until)) = self.victim.lock().take() {
+                self.inner.revoke_session_now(sid, until, T0);
+            }
+            self.inner.current_version(u).await
+        })
+    }
+    fn revoke_session(
+        &self,
+        s: sealed_sessions::SessionId,
+        until: UnixMillis,
+        now: UnixMillis,
+    ) -> sealed_sessions::revocation::BoxFuture<
+        '_,
+        Result<(), sealed_sessions::revocation::RevocationError>,
+    > {
+        self.inner.revoke_session(s, until, now)
+    }
+    fn bump_user_version<'a>(
+        &'a self,
+        u: &'a str,
+        now: UnixMillis,
+        until: UnixMillis,
+    ) -> sealed_sessions::revocation::BoxFuture<
+        'a,
+        Result<u64, sealed_sessions::revocation::RevocationError>,
+    > {
+        self.inner.bump_user_version(u, now, until)
+    }
+    fn stats(&self) -> sealed_sessions::revocation::RevocationStats {
+        self.inner.stats()
+    }
+    fn sync_status(&self) -> sealed_sessions::revocation::SyncStatus {
+        self.inner.sync_status()
+    }
+}
+
+#[test]
+fn regenerate_is_refused_for_a_logout_that_lands_while_the_recheck_reads_the_store() {
+    let list = Arc::new(LogoutDuringVersionRead {
+        inner: MemoryRevocations::new(),
+        victim: parking_lot::Mutex::new(None),
+    });
+    let (id, k) = key("k1", 1);
+    let engine: SessionEngine<String> = SessionEngine::with_parts(
+        EngineConfig::default(),
+        KeyRing::single(id, k),
+        list.clone(),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let issued = block_on(engine.issue("alice", "user".into(), None)).unwrap();
+    let s = engine.validate(&issued.token, None).unwrap();
+    *list.victim.lock() = Some((s.id(), s.claims().expires_at));
+    let err = block_on(engine.regenerate(&s, None)).unwrap_err();
+    assert!(
+        matches!(err, EngineError::Revoked(Revoked::Session)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_session_logged_out_while_its_new_password_is_stored_does_not_continue() {
+    let f = fixture();
+    let issued = block_on(f.engine.issue("alice", "user".into(), None)).unwrap();
+    let s = f.engine.validate(&issued.token, None).unwrap();
+    let (sid, until) = (s.id(), s.claims().expires_at);
+    let list = f.list.clone();
+    // While the users file is written, the user deletes this session from another device.
+    let store = async move {
+        list.revoke_session_now(sid, until, T0);
+        Ok::<(), ()>(())
+    };
+    let err = block_on(f.engine.change_password(&s, store)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            sealed_sessions::PasswordChangeError::Engine(EngineError::Revoked(Revoked::Session))
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn validation_fails_closed_while_the_revocation_list_is_not_loaded() {
+    struct NotLoaded(MemoryRevocations);
+    impl RevocationBackend for NotLoaded {
+        fn check(
+            &self,
+            s: &sealed_sessions::SessionId,
+            u: &str,
+            v: u64,
+            now: UnixMillis,
+        ) -> Result<(), Revoked> {
+            self.0.check(s, u, v, now)
+        }
+        fn current_version<'a>(
+            &'a self,
+            u: &'a str,
+        ) -> sealed_sessions::revocation::BoxFuture<
+            'a,
+            Result<u64, sealed_sessions::revocation::RevocationError>,
+        > {
+            self.0.current_version(u)
+        }
+        fn revoke_session(
+            &self,
+            s: sealed_sessions::SessionId,
+            until: UnixMillis,
+            now: UnixMillis,
+        ) -> sealed_sessions::revocation::BoxFuture<
+            '_,
+            Result<(), sealed_sessions::revocation::RevocationError>,
+        > {
+            self.0.revoke_session(s, until, now)
+        }
+        fn bump_user_version<'a>(
+            &'a self,
+            u: &'a str,
+            now: UnixMillis,
+            until: UnixMillis,
+        ) -> sealed_sessions::revocation::BoxFuture<
+            'a,
+            Result<u64, sealed_sessions::revocation::RevocationError>,
+        > {
+            self.0.bump_user_version(u, now, until)
+        }
+        fn stats(&self) -> sealed_sessions::revocation::RevocationStats {
+            self.0.stats()
+        }
+        fn sync_status(&self) -> sealed_sessions::revocation::SyncStatus {
+            self.0.sync_status()
+        }
+        fn ready(&self) -> bool {
+            false
+        }
+    }
+    let (id, k) = key("k1", 1);
+    let keys = KeyRing::single(id, k);
+    let loaded: SessionEngine<String> = SessionEngine::new(EngineConfig::default(), keys.clone());
+    let token = block_on(loaded.issue("alice", String::new(), None))
+        .unwrap()
+        .token;
+    let loading: SessionEngine<String> = SessionEngine::with_parts(
+        EngineConfig::default(),
+        keys,
+        Arc::new(NotLoaded(MemoryRevocations::new())),
+        Arc::new(sealed_sessions::clock::SystemClock),
+    );
+    let err = loading.validate(&token, None).unwrap_err();
+    assert_eq!(err, Rejection::NotSynced);
+    assert_eq!(err.code(), "REVOCATION_STALE");
+    // A token that does not open is still INVALID: nothing is revealed before authentication.
+    assert!(matches!(
+        loading.validate("garbage", None).unwrap_err(),
+        Rejection::Invalid(_)
+    ));
+}

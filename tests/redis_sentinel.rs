@@ -55,9 +55,16 @@ async fn nodes_follow_a_sentinel_failover_without_losing_revocations() {
     );
     propagates(&a, &b).await;
     propagates(&b, &a).await;
-    // Not asserted (open, see the report): a node started now does not learn the logouts the
-    // old primary took after the replica's promotion — asynchronous replication loses them
-    // from Redis, and the running nodes hold them only locally.
+    // A node started now learns every logout, including those the old primary took just before
+    // or after the replica's promotion (asynchronous replication loses them there): A writes
+    // its recent revocations again when it reconnects (`RedisConfig::resend_window`).
+    let late = RedisRevocations::connect(config()).await.unwrap();
+    eventually(
+        "a node started after the failover enforces every logout made during it",
+        Duration::from_secs(5),
+        || during.iter().all(|sid| is_revoked(&late, sid)) && is_revoked(&late, &before),
+    )
+    .await;
 }
 
 #[test]

@@ -915,3 +915,44 @@ async fn rollback_then_writes_before_the_next_probe(many_writes: bool) {
     )
     .await;
 }
+
+/// A logout made on node B while node A's stream reader is down (its connection killed; it
+/// reconnects after a backoff): a change committed on A right after must still see it, so A
+/// does not mint a new id for a session B logged out. Repeated, since the window is short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_sees_a_logout_just_made_on_another_even_when_its_reader_lags() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
+    for round in 0..5 {
+        let issued = a.engine.issue("dora", String::new(), None).await.unwrap();
+        let on_a = a.engine.validate(&issued.token, None).unwrap();
+        let on_b = b.engine.validate(&issued.token, None).unwrap();
+        // Kill A's blocking reader (the connection in XREAD); its writer stays up.
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut redis.conn())
+            .unwrap();
+        let readers: Vec<&str> = clients
+            .lines()
+            .filter(|l| l.contains("cmd=xread"))
+            .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+            .collect();
+        for id in &readers {
+            let _: redis::Value = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("ID")
+                .arg(*id)
+                .query(&mut redis.conn())
+                .unwrap();
+        }
+        b.engine.logout(&on_b).await.unwrap();
+        let result = a.engine.regenerate(&on_a, None).await;
+        assert!(
+            matches!(result, Err(EngineError::Revoked(Revoked::Session))),
+            "round {round}: {:?}",
+            result.map(|i| i.session.id())
+        );
+    }
+}

@@ -133,4 +133,15 @@ pub trait RevocationBackend: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
+
+    /// Waits until this node has applied every revocation the shared store held when the call
+    /// began, so a change about to commit sees a logout made on another node a moment ago
+    /// (not only once the sync delivers it). Called on the mutation path only (regenerate,
+    /// step-up, password change), never per request. Local backends have nothing to wait for.
+    ///
+    /// # Errors
+    /// [`RevocationError::Unavailable`] when the node could not catch up in time.
+    fn barrier(&self) -> BoxFuture<'_, Result<(), RevocationError>> {
+        Box::pin(async { Ok(()) })
+    }
 }

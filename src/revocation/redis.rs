@@ -286,13 +286,12 @@ pub struct RedisConfig {
     /// How long the re-publish lock outlives its holder's last refresh (default 10 s): after a
     /// data loss, the other nodes take over the re-publish this long after its holder died.
     pub republish_lock_ttl: Duration,
-    /// Replicas that must hold a revocation before it counts as recorded (`WAIT`; default 1
-    /// under Sentinel, 0 otherwise). Replication is asynchronous: a revocation only the primary
-    /// took is lost when a replica is promoted in its place, so one that no replica
-    /// acknowledged is kept for retry, like one Redis did not take. The price: while no replica
-    /// is up, revocations are enforced locally and retried, and a logout everywhere answers
-    /// `Unavailable`. Set it to 0 to trade that for availability.
-    pub replica_acks: usize,
+    /// How long this node keeps its own revocations to write them again after any reconnect
+    /// (default 30 s). Replication is asynchronous: a revocation the old primary took just
+    /// before a failover (or after, until Sentinel demoted it and dropped its clients) may be
+    /// missing on the new one. Writes are idempotent, so writing the recent ones again after a
+    /// reconnect costs little and loses nothing a demotion within this window dropped.
+    pub resend_window: Duration,
 }
 
 impl RedisConfig {
@@ -320,9 +319,8 @@ impl RedisConfig {
 
     /// Defaults for `target`.
     pub fn for_target(target: RedisTarget, absolute_timeout: Duration) -> RedisConfig {
-        let replica_acks = usize::from(matches!(target, RedisTarget::Sentinel { .. }));
         RedisConfig {
-            replica_acks,
+            resend_window: Duration::from_secs(30),
             target,
             tls: RedisTls::new(),
             prefix: "sealed-sessions".into(),
@@ -482,6 +480,10 @@ impl SyncPhase {
 
 struct Shared {
     local: MemoryRevocations,
+    // The id of the last stream entry applied (`ms-seq`), what `barrier` compares with the
+    // stream's last id. Two atomics, written so a reader never sees a later id than applied.
+    applied_ms: AtomicU64,
+    applied_seq: AtomicU64,
     keys: Keys,
     // Blocking reads use their own connection; this one carries writes and version reads.
     client: Arc<Connector>,
@@ -492,6 +494,9 @@ struct Shared {
     node_id: String,
     // Writes Redis has not accepted yet, retried by the sync task (at most `max_pending`).
     pending: Mutex<Vec<Pending>>,
+    // Writes Redis accepted within `resend_window`, with when (ms): written again after a
+    // reconnect, in case a failover lost them.
+    recent: Mutex<std::collections::VecDeque<(u64, Pending)>>,
     // The pending queue overflowed and was dropped: re-publish everything live instead.
     republish_owed: AtomicBool,
     connected: AtomicBool,
@@ -559,11 +564,14 @@ impl RedisRevocations {
             config,
             node_id: format!("{:032x}", rand::random::<u128>()),
             pending: Mutex::new(Vec::new()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             republish_owed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
             replayed: AtomicBool::new(false),
             last_caught_up_ms: AtomicU64::new(0),
+            applied_ms: AtomicU64::new(0),
+            applied_seq: AtomicU64::new(0),
             phase: Mutex::new(SyncPhase::Connecting),
             ready,
         });
@@ -761,9 +769,46 @@ impl Shared {
 
     /// Sends one write to Redis within the op timeout.
     async fn send(&self, cmd: redis::Cmd) -> Result<String, RevocationError> {
-        self.writer
-            .query_replicated(cmd, self.config.replica_acks)
-            .await
+        self.writer.query(cmd).await
+    }
+
+    /// Remembers a write Redis acknowledged, for [`Shared::resend_recent`].
+    fn remember(&self, p: Pending) {
+        let now = self.now().0;
+        let horizon = now.saturating_sub(duration_ms(self.config.resend_window));
+        let mut recent = self.recent.lock();
+        while recent.front().is_some_and(|(at, _)| *at < horizon) {
+            recent.pop_front();
+        }
+        // Bounded like the retry queue; past it the oldest are dropped (they are the ones a
+        // failover is least likely to have lost).
+        if recent.len() >= self.config.max_pending {
+            recent.pop_front();
+        }
+        recent.push_back((now, p));
+    }
+
+    /// Writes this node's recent revocations again (see [`RedisConfig::resend_window`]).
+    async fn resend_recent(&self, conn: &mut RedisConn) -> redis::RedisResult<usize> {
+        let horizon = self
+            .now()
+            .0
+            .saturating_sub(duration_ms(self.config.resend_window));
+        let recent: Vec<Pending> = {
+            let mut recent = self.recent.lock();
+            while recent.front().is_some_and(|(at, _)| *at < horizon) {
+                recent.pop_front();
+            }
+            recent.iter().map(|(_, p)| p.clone()).collect()
+        };
+        for chunk in recent.chunks(500) {
+            let mut pipe = redis::pipe();
+            for p in chunk {
+                pipe.add_command(self.record_cmd(p)).ignore();
+            }
+            pipe.query_async::<()>(conn).await?;
+        }
+        Ok(recent.len())
     }
 
     /// Declares this node's lifetime in the horizon set (see the module docs).
@@ -897,15 +942,32 @@ impl Shared {
                 failed.push(p);
                 continue;
             }
-            if let Err(e) = self.send(self.record_cmd(&p)).await {
-                err = Some(e);
-                failed.push(p);
+            match self.send(self.record_cmd(&p)).await {
+                Ok(_) => self.remember(p),
+                Err(e) => {
+                    err = Some(e);
+                    failed.push(p);
+                }
             }
         }
         if !failed.is_empty() {
             self.pending.lock().extend(failed);
         }
         err.map_or(Ok(()), Err)
+    }
+
+    /// Records the id of the last entry applied (`0-0` after a loss restarts the replay).
+    fn set_applied(&self, id: &str) {
+        let (ms, seq) = parse_stream_id(id).unwrap_or((0, 0));
+        // Any mix of the old and new halves a reader may see is at most the new id, so
+        // `barrier` may wait a little longer, never less. Ids move back only on a loss.
+        self.applied_seq.store(seq, Ordering::Relaxed);
+        self.applied_ms.store(ms, Ordering::Release);
+    }
+
+    fn applied(&self) -> (u64, u64) {
+        let ms = self.applied_ms.load(Ordering::Acquire);
+        (ms, self.applied_seq.load(Ordering::Relaxed))
     }
 
     /// A read reached the stream's tail: the node is caught up as of now.
@@ -1209,6 +1271,7 @@ async fn begin_recovery(
     state.epoch = Some(adopted);
     state.last_id = "0-0".into();
     state.read_from = "0-0".into();
+    shared.set_applied("0-0");
     state.recovery = Some(Recovery {
         loss,
         seen: Seen::default(),
@@ -1314,6 +1377,11 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
         )
         .await?;
     keep_declared(shared, state, &mut conn, true).await?;
+    // A reconnect may follow a failover that lost what the old primary took last.
+    let resent = shared.resend_recent(&mut conn).await?;
+    if resent > 0 {
+        tracing::debug!(target: "sealed_sessions::sync", resent, "wrote this node's recent revocations again after reconnecting");
+    }
     if !shared.connected.swap(true, Ordering::Relaxed) {
         tracing::info!(target: "sealed_sessions::sync", "connected to Redis");
     }
@@ -1323,6 +1391,17 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
     let mut prefetch: Option<Prefetch> = None;
     loop {
         keep_declared(shared, state, &mut conn, false).await?;
+        // Sentinel failed over while this node stayed connected to the deposed primary, which
+        // takes writes until Sentinel demotes it: reconnect both connections to the new one
+        // (and write the recent revocations again there, see `resend_window`).
+        if shared.client.primary_moved(shared.config.op_timeout).await {
+            shared.writer.reset();
+            tracing::warn!(target: "sealed_sessions::sync", "Sentinel names a new primary; reconnecting");
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "Sentinel names a new primary",
+            )));
+        }
         // Detects a Redis that came back without (some of) our data; see the module docs.
         let p = probe(shared, &mut conn, [&state.last_id, &state.read_from]).await?;
         match &state.epoch {
@@ -1394,6 +1473,7 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
             shared.apply_entries(entries, state.recovery.as_mut().map(|r| &mut r.seen))
         {
             state.last_id = last.to_owned();
+            shared.set_applied(&state.last_id);
         }
         if n >= READ_COUNT {
             // Still working through a backlog: not caught up, and not counted as contact.
@@ -1461,7 +1541,10 @@ impl RevocationBackend for RedisRevocations {
                 until,
             };
             match self.shared.send(self.shared.record_cmd(&p)).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    self.shared.remember(p);
+                    Ok(())
+                }
                 Err(e) => {
                     self.shared.defer(p);
                     Err(e)
@@ -1496,6 +1579,11 @@ impl RevocationBackend for RedisRevocations {
                 Ok(v) => {
                     let v: u64 = v.parse().unwrap_or(proposal).max(proposal);
                     local.raise_user_version(user_id, v, until, now);
+                    self.shared.remember(Pending::Version {
+                        user: user_id.to_owned(),
+                        version: v,
+                        until,
+                    });
                     Ok(v)
                 }
                 Err(e) => {
@@ -1537,6 +1625,36 @@ impl RevocationBackend for RedisRevocations {
     #[inline]
     fn ready(&self) -> bool {
         self.shared.replayed.load(Ordering::Acquire)
+    }
+
+    fn barrier(&self) -> BoxFuture<'_, Result<(), RevocationError>> {
+        Box::pin(async move {
+            let s = &self.shared;
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(&s.keys.events)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+            // Policy, as for `current_version`: when Redis cannot answer, the local list decides
+            // (`--max-staleness` bounds how long a node may run on it).
+            let Ok(last) = s.writer.query::<Vec<(String, redis::Value)>>(cmd).await else {
+                return Ok(());
+            };
+            let Some(target) = last.first().and_then(|(id, _)| parse_stream_id(id)) else {
+                return Ok(());
+            };
+            let deadline = tokio::time::Instant::now() + s.config.op_timeout;
+            while s.applied() < target {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(RevocationError::Unavailable(
+                        "this node has not applied the latest revocations yet".to_owned(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -464,10 +464,24 @@ impl Cluster {
 
     /// The primary that owns `slot`, and its replica.
     pub fn owner_and_replica(&self, slot: u16) -> (u16, u16) {
-        let nodes = self.nodes(slot);
-        let (port, id, ..) = nodes.iter().find(|n| n.2 && n.4).unwrap().clone();
-        let replica = nodes.iter().find(|n| !n.2 && n.3 == id).unwrap().0;
-        (port, replica)
+        // Right after `--cluster create`, a node's view may not list every replica yet.
+        let mut found = None;
+        wait_until(
+            "the slot's owner and its replica in CLUSTER NODES",
+            Duration::from_secs(20),
+            || {
+                let nodes = self.nodes(slot);
+                found = nodes
+                    .iter()
+                    .find(|n| n.2 && n.4)
+                    .and_then(|(port, id, ..)| {
+                        let replica = nodes.iter().find(|n| !n.2 && n.3 == *id)?.0;
+                        Some((*port, replica))
+                    });
+                found.is_some()
+            },
+        );
+        found.unwrap()
     }
 
     /// A primary that does not own `slot` (a client seeded with it gets `MOVED`).
@@ -502,10 +516,14 @@ impl Cluster {
     }
 }
 
-/// A primary, its replica, and one Sentinel monitoring them as `mymaster`.
+/// A primary, two replicas, and one Sentinel monitoring them as `mymaster`. Two replicas, as in
+/// production: after a failover the new primary has a replica at once (the other one, which
+/// Sentinel re-points as part of the failover), so writes that wait for one replica
+/// (`RedisConfig::replica_acks`) go on; the demoted primary rejoins only later.
 pub struct Sentinel {
     pub primary: u16,
     pub replica: u16,
+    pub second_replica: u16,
     pub sentinel: u16,
     _dir: tempfile::TempDir,
     _procs: Vec<Proc>,
@@ -516,7 +534,8 @@ pub const SENTINEL_MASTER: &str = "mymaster";
 impl Sentinel {
     pub fn start() -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
-        let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
+        let (primary, replica, second_replica, sentinel) =
+            (free_port(), free_port(), free_port(), free_port());
         // Replication writes an RDB file: into the test's directory, not the working tree.
         let in_dir = |port: u16| {
             let mut args = base_args(port);
@@ -525,13 +544,24 @@ impl Sentinel {
         };
         let mut procs = vec![spawn(&in_dir(primary))];
         wait_listening(primary);
-        let mut args = in_dir(replica);
-        args.extend([
-            "--replicaof".to_string(),
-            "127.0.0.1".into(),
-            primary.to_string(),
-        ]);
-        procs.push(spawn(&args));
+        for port in [replica, second_replica] {
+            // Each replica its own directory: two RDB files of one name would collide.
+            let sub = dir.path().join(port.to_string());
+            std::fs::create_dir(&sub).unwrap();
+            let mut args = base_args(port);
+            args.extend([
+                "--dir".to_string(),
+                sub.display().to_string(),
+                "--replicaof".to_string(),
+                "127.0.0.1".into(),
+                primary.to_string(),
+            ]);
+            // The failover promotes `replica`; the other one is never preferred.
+            if port == second_replica {
+                args.extend(["--replica-priority".to_string(), "200".into()]);
+            }
+            procs.push(spawn(&args));
+        }
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
             &conf,
@@ -546,20 +576,24 @@ impl Sentinel {
         .unwrap();
         procs.push(spawn(&[conf.display().to_string(), "--sentinel".into()]));
         wait_listening(replica);
+        wait_listening(second_replica);
         wait_listening(sentinel);
         let s = Sentinel {
             primary,
             replica,
+            second_replica,
             sentinel,
             _dir: dir,
             _procs: procs,
         };
-        wait_until("the replica is in sync", Duration::from_secs(20), || {
-            query_str(replica, redis::cmd("INFO").arg("replication"))
-                .is_some_and(|i| i.contains("master_link_status:up"))
-        });
+        for port in [replica, second_replica] {
+            wait_until("the replicas are in sync", Duration::from_secs(20), || {
+                query_str(port, redis::cmd("INFO").arg("replication"))
+                    .is_some_and(|i| i.contains("master_link_status:up"))
+            });
+        }
         wait_until(
-            "the sentinel knows the replica",
+            "the sentinel knows both replicas",
             Duration::from_secs(20),
             || {
                 let mut c = conn_to(sentinel);
@@ -567,7 +601,7 @@ impl Sentinel {
                     .arg("REPLICAS")
                     .arg(SENTINEL_MASTER)
                     .query::<Vec<redis::Value>>(&mut c)
-                    .is_ok_and(|v| !v.is_empty())
+                    .is_ok_and(|v| v.len() >= 2)
             },
         );
         s
