@@ -32,7 +32,15 @@
 //! - Writes are applied locally first (a node reads its own writes), then recorded in Redis
 //!   within `op_timeout`. When Redis does not take a write, the call returns
 //!   [`RevocationError::Unavailable`], the revocation stays enforced locally, and the sync task
-//!   retries it until Redis accepts it.
+//!   retries it until Redis accepts it. Writes Redis accepted are kept for
+//!   [`RedisConfig::resend_window`] and written again after any reconnect: replication is
+//!   asynchronous, and a failover can drop what the old primary took last. Under Sentinel the
+//!   loop also asks, once per iteration, whether the sentinels name another primary than the
+//!   one it is connected to (a deposed primary takes writes until it is demoted), and
+//!   reconnects both connections if so.
+//! - **Barrier** ([`RevocationBackend::barrier`]): a change about to mint a cookie reads the
+//!   stream's last id and waits (at most `op_timeout`) until this node has applied it, so a
+//!   logout made elsewhere a moment ago is seen even when the reader lags.
 //! - **Data loss**: once per loop iteration (at most once per `block`), one Lua call (`PROBE`)
 //!   reads the two things that can show a loss:
 //!   - the **epoch**, `<prefix>{<tag>}:epoch`, a random value: missing or different from the
