@@ -357,7 +357,7 @@ impl RedisSessionIndex {
     /// An index in the Redis at `url`, with keys `<prefix>{<tag>}:sessions:<user>` (and
     /// `:sessioninfo:`, `:sessionexp:`). Evictions are published as revocation events on
     /// `<prefix>{<tag>}:events`: pass the same prefix and tag as the revocation backend's
-    /// [`RedisConfig`](crate::revocation::redis::RedisConfig).
+    /// [`RedisConfig`].
     ///
     /// # Errors
     /// When the URL does not parse.
