@@ -708,14 +708,26 @@ fn update_keeps_the_id_so_a_replayed_cookie_rolls_back_but_regenerate_does_not()
     );
 }
 
-/// A memory list whose `current_version` (a Redis round trip in production) lets a logout of
-/// `victim` land while it is in flight.
-struct LogoutDuringVersionRead {
+/// A memory list standing in for a replicated one: its `current_version` (a Redis round trip
+/// in production) lets a logout of `victim` land while it is in flight, and `ready` says
+/// whether the list was loaded.
+struct Replicated {
     inner: MemoryRevocations,
     victim: parking_lot::Mutex<Option<(sealed_sessions::SessionId, UnixMillis)>>,
+    ready: bool,
 }
 
-impl RevocationBackend for LogoutDuringVersionRead {
+impl Replicated {
+    fn new(ready: bool) -> Replicated {
+        Replicated {
+            inner: MemoryRevocations::new(),
+            victim: parking_lot::Mutex::new(None),
+            ready,
+        }
+    }
+}
+
+impl RevocationBackend for Replicated {
     fn check(
         &self,
         s: &sealed_sessions::SessionId,
@@ -767,14 +779,14 @@ impl RevocationBackend for LogoutDuringVersionRead {
     fn sync_status(&self) -> sealed_sessions::revocation::SyncStatus {
         self.inner.sync_status()
     }
+    fn ready(&self) -> bool {
+        self.ready
+    }
 }
 
 #[test]
 fn regenerate_is_refused_for_a_logout_that_lands_while_the_recheck_reads_the_store() {
-    let list = Arc::new(LogoutDuringVersionRead {
-        inner: MemoryRevocations::new(),
-        victim: parking_lot::Mutex::new(None),
-    });
+    let list = Arc::new(Replicated::new(true));
     let (id, k) = key("k1", 1);
     let engine: SessionEngine<String> = SessionEngine::with_parts(
         EngineConfig::default(),
@@ -816,58 +828,6 @@ fn a_session_logged_out_while_its_new_password_is_stored_does_not_continue() {
 
 #[test]
 fn validation_fails_closed_while_the_revocation_list_is_not_loaded() {
-    struct NotLoaded(MemoryRevocations);
-    impl RevocationBackend for NotLoaded {
-        fn check(
-            &self,
-            s: &sealed_sessions::SessionId,
-            u: &str,
-            v: u64,
-            now: UnixMillis,
-        ) -> Result<(), Revoked> {
-            self.0.check(s, u, v, now)
-        }
-        fn current_version<'a>(
-            &'a self,
-            u: &'a str,
-        ) -> sealed_sessions::revocation::BoxFuture<
-            'a,
-            Result<u64, sealed_sessions::revocation::RevocationError>,
-        > {
-            self.0.current_version(u)
-        }
-        fn revoke_session(
-            &self,
-            s: sealed_sessions::SessionId,
-            until: UnixMillis,
-            now: UnixMillis,
-        ) -> sealed_sessions::revocation::BoxFuture<
-            '_,
-            Result<(), sealed_sessions::revocation::RevocationError>,
-        > {
-            self.0.revoke_session(s, until, now)
-        }
-        fn bump_user_version<'a>(
-            &'a self,
-            u: &'a str,
-            now: UnixMillis,
-            until: UnixMillis,
-        ) -> sealed_sessions::revocation::BoxFuture<
-            'a,
-            Result<u64, sealed_sessions::revocation::RevocationError>,
-        > {
-            self.0.bump_user_version(u, now, until)
-        }
-        fn stats(&self) -> sealed_sessions::revocation::RevocationStats {
-            self.0.stats()
-        }
-        fn sync_status(&self) -> sealed_sessions::revocation::SyncStatus {
-            self.0.sync_status()
-        }
-        fn ready(&self) -> bool {
-            false
-        }
-    }
     let (id, k) = key("k1", 1);
     let keys = KeyRing::single(id, k);
     let loaded: SessionEngine<String> = SessionEngine::new(EngineConfig::default(), keys.clone());
@@ -877,7 +837,7 @@ fn validation_fails_closed_while_the_revocation_list_is_not_loaded() {
     let loading: SessionEngine<String> = SessionEngine::with_parts(
         EngineConfig::default(),
         keys,
-        Arc::new(NotLoaded(MemoryRevocations::new())),
+        Arc::new(Replicated::new(false)),
         Arc::new(sealed_sessions::clock::SystemClock),
     );
     let err = loading.validate(&token, None).unwrap_err();
