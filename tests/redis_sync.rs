@@ -393,6 +393,43 @@ fn xlen(redis: &support::redis::RedisServer) -> u64 {
         .unwrap()
 }
 
+/// Two nodes that applied three revocations, and the stream as it was after the first one
+/// (the "older snapshot" a restore or a lagging replica brings back).
+struct History {
+    a: Node,
+    b: Node,
+    snapshot: Vec<(String, Vec<String>)>,
+    old: Issued,
+    s: Issued,
+    u: Issued,
+}
+
+async fn history_with_a_snapshot(redis: &support::redis::RedisServer) -> History {
+    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
+    let old = a.engine.issue("carol", String::new(), None).await.unwrap();
+    a.engine.logout(&old.session).await.unwrap();
+    let snapshot: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg(EVENTS)
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(snapshot.len(), 1);
+    let (s, u) = two_revocations(&a).await;
+    eventually("B learns all three", || {
+        revoked(&b, &old.token) && revoked(&b, &s.token) && revoked(&b, &u.token)
+    })
+    .await;
+    History {
+        a,
+        b,
+        snapshot,
+        old,
+        s,
+        u,
+    }
+}
+
 /// Issues a session for alice and one for bob on `n`, logs alice's out and bob out everywhere.
 async fn two_revocations(n: &Node) -> (Issued, Issued) {
     let s = n.engine.issue("alice", String::new(), None).await.unwrap();
@@ -454,22 +491,14 @@ async fn a_node_started_after_the_stream_ids_went_backwards_enforces_earlier_rev
     let Some(redis) = support::redis::start() else {
         return;
     };
-    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
-    let old = a.engine.issue("carol", String::new(), None).await.unwrap();
-    a.engine.logout(&old.session).await.unwrap();
-    // The "older snapshot": the stream as it is now, one event.
-    let snapshot: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(EVENTS)
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    assert_eq!(snapshot.len(), 1);
-    let (s, u) = two_revocations(&a).await;
-    eventually("B learns all three", || {
-        revoked(&b, &old.token) && revoked(&b, &s.token) && revoked(&b, &u.token)
-    })
-    .await;
+    let History {
+        a,
+        b,
+        snapshot,
+        old,
+        s,
+        u,
+    } = history_with_a_snapshot(&redis).await;
 
     // Restore the snapshot (or fail over to a replica that lags): the epoch key stays, the stream
     // holds the old event under its old id, and its last generated id is below what A and B
@@ -856,21 +885,15 @@ async fn rollback_then_writes_before_the_next_probe(many_writes: bool) {
     let Some(redis) = support::redis::start() else {
         return;
     };
-    let (a, b) = (node(&redis.url()).await, node(&redis.url()).await);
-    let old = a.engine.issue("carol", String::new(), None).await.unwrap();
-    a.engine.logout(&old.session).await.unwrap();
-    let snapshot: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg(EVENTS)
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap();
-    assert_eq!(snapshot.len(), 1);
-    let (s, u) = two_revocations(&a).await;
-    eventually("B learns all three", || {
-        revoked(&b, &old.token) && revoked(&b, &s.token) && revoked(&b, &u.token)
-    })
-    .await;
+    // The nodes stay up (bound) for the whole test: they are the ones that must re-publish.
+    let History {
+        a: _a,
+        b: _b,
+        snapshot,
+        s,
+        u,
+        ..
+    } = history_with_a_snapshot(&redis).await;
     // Failover to the lagging replica, and the first ordinary write after it (some node's
     // logout), before either node's next probe: one transaction here, a few ms in production.
     let mut conn = redis.conn();
