@@ -12,7 +12,7 @@
 //! on one name within one node's process lifetime — enough to see a burst — and nothing else:
 //! other nodes and restarts hash differently, and no dictionary of names can be precomputed.
 //!
-//! The free functions only log. [`Auditor`] logs, counts the event in [`Metrics`], and feeds the
+//! The free functions only log. [`Auditor`] logs, counts the event through [`metrics`](crate::metrics), and feeds the
 //! [`AnomalyDetector`]; the layer and extractors use one, and the server gets it from
 //! [`SessionLayer::auditor`](crate::layer::SessionLayer::auditor) for login failures and
 //! throttling.
@@ -30,7 +30,7 @@ use zeroize::Zeroize as _;
 
 use crate::claims::SessionId;
 use crate::engine::Rejection;
-use crate::metrics::Metrics;
+use crate::metrics;
 
 /// The `tracing` target of every audit event; route it to the audit log with a filter such as
 /// `sealed_sessions::audit=info`.
@@ -98,10 +98,6 @@ impl AuditEvent {
             AuditEvent::Throttled => "throttled",
             AuditEvent::Anomaly => "anomaly",
         }
-    }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -451,23 +447,17 @@ impl AnomalyDetector {
     }
 }
 
-/// Logs audit events, counts them in [`Metrics`] and runs the [`AnomalyDetector`]. Cheap to
-/// clone.
+/// Logs audit events, counts them through the [`metrics`](crate::metrics) facade and runs the
+/// [`AnomalyDetector`]. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Auditor {
-    metrics: Metrics,
     detector: AnomalyDetector,
 }
 
 impl Auditor {
-    /// An auditor reporting to `metrics` and `detector`.
-    pub fn new(metrics: Metrics, detector: AnomalyDetector) -> Auditor {
-        Auditor { metrics, detector }
-    }
-
-    /// The metrics it counts into.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+    /// An auditor feeding `detector`.
+    pub fn new(detector: AnomalyDetector) -> Auditor {
+        Auditor { detector }
     }
 
     /// The anomaly detector.
@@ -478,50 +468,50 @@ impl Auditor {
     /// A session was issued.
     pub fn created(&self, user: &str, sid: SessionId) {
         created(user, sid);
-        self.metrics.audit_event(AuditEvent::Created);
+        metrics::audit_event(AuditEvent::Created);
     }
 
     /// A session's cookie was renewed.
     pub fn renewed(&self, user: &str, sid: SessionId) {
         renewed(user, sid);
-        self.metrics.audit_event(AuditEvent::Renewed);
+        metrics::audit_event(AuditEvent::Renewed);
     }
 
     /// A session got a new id.
     pub fn regenerated(&self, user: &str, old: SessionId, new: SessionId) {
         regenerated(user, old, new);
-        self.metrics.audit_event(AuditEvent::Regenerated);
+        metrics::audit_event(AuditEvent::Regenerated);
     }
 
     /// A session was logged out.
     pub fn logged_out(&self, user: &str, sid: SessionId) {
         logged_out(user, sid);
-        self.metrics.audit_event(AuditEvent::LoggedOut);
+        metrics::audit_event(AuditEvent::LoggedOut);
     }
 
     /// All of a user's sessions were revoked (`kept`: the one that survives, if any).
     pub fn logged_out_everywhere(&self, user: &str, sid: SessionId, kept: Option<SessionId>) {
         logged_out_everywhere(user, sid, kept);
-        self.metrics.audit_event(AuditEvent::LoggedOutEverywhere);
+        metrics::audit_event(AuditEvent::LoggedOutEverywhere);
     }
 
     /// A session stepped up.
     pub fn step_up(&self, user: &str, sid: SessionId) {
         step_up(user, sid);
-        self.metrics.audit_event(AuditEvent::StepUp);
+        metrics::audit_event(AuditEvent::StepUp);
     }
 
     /// A session cookie was rejected; `who` is known only for tokens that authenticated. A
     /// fingerprint mismatch is logged as `fingerprint_mismatch` and feeds the detector.
     pub fn rejected(&self, rejection: &Rejection, who: Option<(&str, SessionId)>) {
-        self.metrics.rejection(rejection.code());
+        metrics::rejection(rejection.code());
         match (rejection, who) {
             (Rejection::FingerprintMismatch, Some((user, sid))) => {
                 self.fingerprint_mismatch(user, sid, true);
             }
             _ => {
                 rejected(rejection.code(), who);
-                self.metrics.audit_event(AuditEvent::Rejected);
+                metrics::audit_event(AuditEvent::Rejected);
             }
         }
     }
@@ -529,7 +519,7 @@ impl Auditor {
     /// A session's fingerprint changed (`enforced`: the request was refused).
     pub fn fingerprint_mismatch(&self, user: &str, sid: SessionId, enforced: bool) {
         fingerprint_mismatch(user, sid, enforced);
-        self.metrics.audit_event(AuditEvent::FingerprintMismatch);
+        metrics::audit_event(AuditEvent::FingerprintMismatch);
         self.detect(AnomalyKind::FingerprintMismatch, &Shown::Name(user));
     }
 
@@ -538,7 +528,7 @@ impl Auditor {
     pub fn login_failed(&self, user: &str, exists: bool, ip: IpAddr) {
         let who = Shown::new(user, exists);
         login_failed_for(&who, ip);
-        self.metrics.audit_event(AuditEvent::LoginFailed);
+        metrics::audit_event(AuditEvent::LoginFailed);
         self.detect(AnomalyKind::LoginFailed, &who);
     }
 
@@ -546,20 +536,20 @@ impl Auditor {
     /// [`Auditor::login_failed`].
     pub fn login_throttled(&self, user: &str, exists: bool, ip: IpAddr) {
         login_throttled(user, exists, ip);
-        self.metrics.audit_event(AuditEvent::Throttled);
+        metrics::audit_event(AuditEvent::Throttled);
     }
 
     /// A rate limit keyed by `key` refused a request from `ip`.
     pub fn throttled(&self, key: &str, ip: IpAddr) {
         throttled(key, ip);
-        self.metrics.audit_event(AuditEvent::Throttled);
+        metrics::audit_event(AuditEvent::Throttled);
     }
 
     fn detect(&self, kind: AnomalyKind, who: &Shown<'_>) {
         if self.detector.record(kind, who.key()) {
             let c = self.detector.config();
             anomaly_for(kind, who, c.threshold, c.window);
-            self.metrics.audit_event(AuditEvent::Anomaly);
+            metrics::audit_event(AuditEvent::Anomaly);
         }
     }
 }
@@ -630,12 +620,5 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_ne!(h, plain);
-    }
-
-    #[test]
-    fn event_indexes_match_all() {
-        for (i, e) in AuditEvent::ALL.iter().enumerate() {
-            assert_eq!(e.index(), i);
-        }
     }
 }

@@ -51,16 +51,27 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// The stable machine-readable code for this rejection.
+    /// Every code [`Rejection::code`] returns, in declaration order: the one list of them.
+    pub const CODES: [&'static str; 7] = [
+        "INVALID",
+        "EXPIRED",
+        "IDLE_TIMEOUT",
+        "REVOKED",
+        "FINGERPRINT_MISMATCH",
+        "STEP_UP_REQUIRED",
+        "REVOCATION_STALE",
+    ];
+
+    /// The stable machine-readable code for this rejection (one of [`Rejection::CODES`]).
     pub fn code(&self) -> &'static str {
         match self {
-            Rejection::Invalid(_) => "INVALID",
-            Rejection::Expired => "EXPIRED",
-            Rejection::IdleTimeout => "IDLE_TIMEOUT",
-            Rejection::Revoked(_) => "REVOKED",
-            Rejection::FingerprintMismatch => "FINGERPRINT_MISMATCH",
-            Rejection::StepUpRequired => "STEP_UP_REQUIRED",
-            Rejection::NotSynced => "REVOCATION_STALE",
+            Rejection::Invalid(_) => Self::CODES[0],
+            Rejection::Expired => Self::CODES[1],
+            Rejection::IdleTimeout => Self::CODES[2],
+            Rejection::Revoked(_) => Self::CODES[3],
+            Rejection::FingerprintMismatch => Self::CODES[4],
+            Rejection::StepUpRequired => Self::CODES[5],
+            Rejection::NotSynced => Self::CODES[6],
         }
     }
 }

@@ -61,7 +61,7 @@ use crate::config::FingerprintPolicy;
 use crate::engine::{Issued, Rejection, Session, SessionEngine};
 use crate::extract::HttpError;
 use crate::fingerprint::{FingerprintMode, fingerprint_for};
-use crate::metrics::Metrics;
+use crate::metrics;
 use crate::token;
 
 /// How many values of the session cookie one request may make us try. Browsers send one;
@@ -370,7 +370,7 @@ impl<T> std::fmt::Debug for SessionLayer<T> {
 }
 
 impl<T: SessionData> SessionLayer<T> {
-    /// A layer over `engine`, with fresh [`Metrics`] and the default anomaly detector.
+    /// A layer over `engine`, with the default anomaly detector.
     ///
     /// # Errors
     /// [`LayerError::FingerprintPolicy`] when `options.fingerprint` needs another engine policy,
@@ -405,7 +405,7 @@ impl<T: SessionData> SessionLayer<T> {
         })
     }
 
-    /// Uses this auditor (and so its metrics and anomaly detector).
+    /// Uses this auditor (and so its anomaly detector).
     #[must_use]
     pub fn with_auditor(self, auditor: Auditor) -> Self {
         let mut shared = (*self.shared).clone();
@@ -418,11 +418,6 @@ impl<T: SessionData> SessionLayer<T> {
     /// The auditor: call `login_failed` / `throttled` on it from handlers.
     pub fn auditor(&self) -> &Auditor {
         &self.shared.auditor
-    }
-
-    /// The metrics the layer updates; render them with [`Metrics::render`].
-    pub fn metrics(&self) -> &Metrics {
-        self.shared.auditor.metrics()
     }
 
     /// The engine.
@@ -522,7 +517,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &self.shared;
         if shared.refuses_cross_origin(&req) {
-            shared.auditor.metrics().cross_origin_refused();
+            metrics::cross_origin_refused();
             tracing::debug!(method = %req.method(), uri = %req.uri().path(), "cross-origin request refused");
             let refusal = HttpError::new(
                 StatusCode::FORBIDDEN,
@@ -634,7 +629,7 @@ impl<T: SessionData> Shared<T> {
         req: &Request<B>,
         fingerprint: Option<&Fingerprint>,
     ) -> Option<Result<Session<T>, Rejection>> {
-        let timer = self.auditor.metrics().validation_timer();
+        let timer = metrics::validation_timer();
         let lines = req
             .headers()
             .get_all(COOKIE)
@@ -648,7 +643,7 @@ impl<T: SessionData> Shared<T> {
         if let Some(started) = timer
             && tried > 0
         {
-            self.auditor.metrics().observe_validation(started.elapsed());
+            metrics::observe_validation(started.elapsed());
         }
         if let Some(Err(rejection)) = &outcome {
             self.auditor.rejected(

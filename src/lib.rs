@@ -25,9 +25,8 @@
 //! - [`extract`]: axum extractors ([`extract::Session`], [`extract::Fresh`],
 //!   [`extract::SessionManager`]) and [`extract::HttpError`], the one status-and-code mapping.
 //! - [`audit`]: audit events on the `sealed_sessions::audit` target and the anomaly detector.
-//! - [`metrics`]: [`Metrics`], Prometheus text for a `/metrics` route.
-//! - [`users_file`]: the reference server's users file format (TOML, argon2id hashes), parsed
-//!   and checked without touching the file system, so it can be fuzzed.
+//! - [`metrics`]: series recorded through the `metrics` facade (feature `metrics`); exporting
+//!   is the application's.
 //!
 //! # Example
 //! ```
@@ -92,17 +91,20 @@ pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod engine;
+#[cfg(feature = "axum")]
 pub mod extract;
 pub mod fingerprint;
 pub mod keys;
+#[cfg(feature = "axum")]
 pub mod layer;
 pub mod metrics;
+#[cfg(feature = "redis")]
 mod redis_conn;
+#[cfg(feature = "redis")]
 pub mod redis_topology;
 pub mod revocation;
 pub mod session_index;
 pub mod token;
-pub mod users_file;
 
 pub use claims::{Claims, Fingerprint, RawData, SessionId};
 pub use config::{ConfigError, EngineConfig, FingerprintPolicy};
@@ -115,5 +117,5 @@ pub use revocation::{MemoryRevocations, RevocationBackend};
 
 pub use client_ip::TrustedProxies;
 pub use fingerprint::FingerprintMode;
+#[cfg(feature = "axum")]
 pub use layer::{LayerOptions, SessionLayer};
-pub use metrics::Metrics;

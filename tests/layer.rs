@@ -147,8 +147,36 @@ async fn echo() -> &'static str {
     "ok"
 }
 
+thread_local! {
+    static METRICS: std::cell::RefCell<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// This test thread's own Prometheus recorder (installed as the thread's local recorder on
+/// first use), so tests running in parallel count separately. `#[tokio::test]` runs the server
+/// and the client on the test's thread.
+fn local_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    METRICS.with(|m| {
+        m.borrow_mut()
+            .get_or_insert_with(|| {
+                let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .set_buckets(&sealed_sessions::metrics::VALIDATION_BUCKETS)
+                    .unwrap()
+                    .build_recorder();
+                let handle = recorder.handle();
+                let recorder: &'static _ = Box::leak(Box::new(recorder));
+                // Kept for the rest of this thread's life.
+                std::mem::forget(metrics::set_default_local_recorder(recorder));
+                sealed_sessions::metrics::describe();
+                handle
+            })
+            .clone()
+    })
+}
+
 async fn metrics(State(app): State<App>) -> String {
-    app.layer.metrics().render(app.layer.engine())
+    sealed_sessions::metrics::record_revocation_gauges(app.layer.engine());
+    local_metrics().render()
 }
 
 fn engine(
@@ -203,6 +231,7 @@ struct Server {
 
 async fn start(cookie: CookieSettings, mode: FingerprintMode) -> Server {
     logs();
+    local_metrics();
     let clock = ManualClock::new(SystemClock.now());
     let cookie_name = cookie.name().to_string();
     let layer = SessionLayer::new(

@@ -21,6 +21,7 @@
 
 mod filter;
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 mod table;
 
@@ -28,6 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use memory::MemoryRevocations;
+#[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisRevocations, SyncPhase};
 
 use crate::claims::SessionId;

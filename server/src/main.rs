@@ -1,6 +1,6 @@
 //! `sealed-sessions`: the reference server and the operator commands.
 
-mod server;
+use sealed_sessions_server as server;
 
 use std::process::ExitCode;
 

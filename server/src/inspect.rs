@@ -312,7 +312,7 @@ fn explain(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::server::users::Role;
+    use crate::users::Role;
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use sealed_sessions::token::seal_token;

@@ -1,5 +1,5 @@
-//! The reference server: an application that uses the library. Part of the binary, never of the
-//! library.
+//! The reference server and operator CLI (binary `sealed-sessions`): an application that uses
+//! the `sealed-sessions` library, never a part of it.
 //!
 //! # Layout
 //! - `config`: the `serve` flags ([`config::ServeConfig`]) and the engine configuration they make.
@@ -12,6 +12,9 @@
 //! - `throttle`: failed-login counters per username and per client IP.
 //! - `routes`: the application state and [`routes::build_router`].
 //! - `body_limit`: the request body limit, free for requests without a body.
+//! - `prometheus`: the `/metrics` exporter (the library records through the `metrics` facade).
+//! - `users_file`: the users file format (TOML, argon2id hashes), parsed and checked without
+//!   touching the file system, so it can be fuzzed.
 //! - `page.html`: the browser page served at `/`.
 //!
 //! [`run`] owns the accept loop (rather than `axum::serve`) to set hyper's header read timeout.
@@ -22,11 +25,13 @@ pub mod config;
 pub mod handlers;
 pub mod inspect;
 pub mod keys_bootstrap;
+pub mod prometheus;
 pub mod revoke;
 pub mod routes;
 pub mod serve;
 pub mod throttle;
 pub mod users;
+pub mod users_file;
 
 use std::future::Future;
 use std::io;

@@ -827,7 +827,7 @@ mod tests {
     }
 
     /// Resident memory per entry, measured, not asserted: run alone, in release, with
-    /// `cargo test --release --bin sealed-sessions throttle::tests::memory -- --ignored
+    /// `cargo test --release -p sealed-sessions-server --lib throttle::tests::memory -- --ignored
     /// --nocapture`. Fills the counter tables and the lock table with `N` entries each.
     #[test]
     #[ignore = "a measurement: run alone, see the doc comment"]

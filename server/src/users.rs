@@ -1,4 +1,4 @@
-//! Users: the store loaded from the users file (whose format, `sealed_sessions::users_file`, is
+//! Users: the store loaded from the users file (whose format, `crate::users_file`, is
 //! in the library so it can be fuzzed), the demo users, and password hashing and verification.
 //!
 //! Verification runs argon2id (19 MiB, about a core for tens of milliseconds) on the blocking
@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::users_file::{check_password_hash, parse_users_file};
 use anyhow::Context as _;
 use argon2::password_hash::{PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 use parking_lot::{Mutex, RwLock};
 use rand::TryRngCore as _;
-use sealed_sessions::users_file::{check_password_hash, parse_users_file};
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -44,7 +44,7 @@ pub const DEMO_USERS: [(&str, &str, Role); 2] = [
     ("admin", "admin-password", Role::Admin),
 ];
 
-pub use sealed_sessions::users_file::Role;
+pub use crate::users_file::Role;
 
 /// One account.
 #[derive(Clone, PartialEq, Eq)]
@@ -206,6 +206,11 @@ impl UserStore {
     /// Number of accounts.
     pub fn len(&self) -> usize {
         self.users.read().len()
+    }
+
+    /// Whether there are no accounts.
+    pub fn is_empty(&self) -> bool {
+        self.users.read().is_empty()
     }
 
     /// Replaces a user's password hash (already checked, e.g. from [`hash_password`]), in the

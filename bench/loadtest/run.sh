@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Load harness: GET /me with a valid session cookie, driven by wrk, on five servers side by side:
 #
-#   bare                          axum handler, no session (the ceiling)     examples/load_bare.rs
+#   bare                          axum handler, no session (the ceiling)     bench/examples/load_bare.rs
 #   sealed                        sealed-sessions serve, in-process list     src/server/
 #   sealed+redis                  the same with --redis                      src/server/
-#   tower-sessions+redis          axum + tower-sessions on Redis             examples/load_tower_sessions.rs
+#   tower-sessions+redis          axum + tower-sessions on Redis             bench/examples/load_tower_sessions.rs
 #   express-session+connect-redis Node: express-session on connect-redis    loadtest/express/
 #
 # Each server runs alone, pinned to one core (SERVER_CPU); wrk runs pinned to another (LOAD_CPU);
@@ -32,7 +32,7 @@
 #   SEALED_BIN=PATH   run this sealed-sessions binary instead of the one built here (to compare
 #                     two builds against the same ceiling)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 
 DURATION=${DURATION:-10s}
@@ -53,7 +53,7 @@ COMMAND="DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THR
 [ -n "${SEALED_BIN:-}" ] && COMMAND+=" SEALED_BIN=$SEALED_BIN"
 [ "$TARGETS" != "bare sealed sealed+redis tower-sessions+redis express-session+connect-redis" ] &&
   COMMAND+=" TARGETS=\"$TARGETS\""
-COMMAND+=" loadtest/run.sh"
+COMMAND+=" bench/loadtest/run.sh"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "load: $*"; exit 1; }
@@ -142,7 +142,7 @@ cpu_ticks() {
 }
 
 # free_port (shared with the other load script)
-. "$ROOT/loadtest/lib.sh"
+. "$ROOT/bench/loadtest/lib.sh"
 
 # Waits until $2 contains "listening on http://ADDR" (or, for a port file, ADDR) and prints ADDR.
 wait_addr() {
@@ -175,7 +175,7 @@ run_wrk() {
   children_cpu
   c0=$CHILD_CPU
   timeout -k 5 $(($(seconds "$duration") + 30)) taskset -c "$LOAD_CPU" \
-    wrk "-t$THREADS" "-c$CONNECTIONS" "-d$duration" --latency -s "$ROOT/loadtest/report.lua" \
+    wrk "-t$THREADS" "-c$CONNECTIONS" "-d$duration" --latency -s "$ROOT/bench/loadtest/report.lua" \
     -H "Cookie: $COOKIE" "$url" >"$out" 2>&1 &
   pid=$!
   PIDS+=("$pid")
@@ -201,7 +201,7 @@ login_cookie() {
 # --- build ----------------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-}" != 1 ]; then
   say "building release binaries"
-  cargo build --release --bin sealed-sessions --example load_bare --example load_tower_sessions >&2
+  cargo build --release -p sealed-sessions-server --bin sealed-sessions && cargo build --release -p sealed-sessions-bench --example load_bare --example load_tower_sessions >&2
 fi
 SEALED=${SEALED_BIN:-$TARGET_DIR/release/sealed-sessions}
 BARE=$TARGET_DIR/release/examples/load_bare
@@ -224,9 +224,9 @@ for t in $TARGETS; do
         say "SKIPPED express-session+connect-redis: node is not installed"
         continue
       fi
-      if [ ! -d loadtest/express/node_modules ]; then
-        say "installing loadtest/express dependencies (npm ci)"
-        (cd loadtest/express && npm ci --no-audit --no-fund >&2)
+      if [ ! -d bench/loadtest/express/node_modules ]; then
+        say "installing bench/loadtest/express dependencies (npm ci)"
+        (cd bench/loadtest/express && npm ci --no-audit --no-fund >&2)
       fi
       TARGET_LIST+=("$t")
       ;;
@@ -284,7 +284,7 @@ run_target() {
       ;;
     express-session+connect-redis)
       start_bg "$SERVER_CPU" "$SERVER_LIFETIME" "$LOG" \
-        env PORT=0 REDIS_URL="$REDIS_URL" NODE_ENV=production node loadtest/express/server.js
+        env PORT=0 REDIS_URL="$REDIS_URL" NODE_ENV=production node bench/loadtest/express/server.js
       addr=$(wait_addr "$BG_PID" "$LOG" "$target")
       ;;
   esac
@@ -321,7 +321,7 @@ run_target() {
         1e6 * ut / hz / nreq, 1e6 * kt / hz / nreq
     }' >>"$RESULTS"
   [ -z "$WRK_EXAMPLE" ] && [ "$target" != bare ] &&
-    WRK_EXAMPLE="taskset -c $LOAD_CPU wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s loadtest/report.lua -H 'Cookie: session=…' http://$addr/me"
+    WRK_EXAMPLE="taskset -c $LOAD_CPU wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -s bench/loadtest/report.lua -H 'Cookie: session=…' http://$addr/me"
   stop_bg "$BG_PID"
   say "$(printf '%-30s round %s: %s' "$target" "$round" "$(tail -1 "$RESULTS" | cut -f5)") req/s"
 }

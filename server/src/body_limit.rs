@@ -132,26 +132,31 @@ fn timed_out() -> Response {
 
 type Boxed = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-pin_project_lite::pin_project! {
-    /// The response future of [`BodyLimit`]: the inner future itself for a body-less request.
-    #[project = LimitFutureProj]
-    pub enum LimitFuture<F> {
-        /// No body: the inner service's own future.
-        Direct { #[pin] inner: F },
-        /// A body, or a refusal.
-        Boxed { inner: Boxed },
+#[allow(missing_docs)] // the macro's generated projection types
+mod limit_future {
+    use super::*;
+    pin_project_lite::pin_project! {
+        /// The response future of [`BodyLimit`]: the inner future itself for a body-less request.
+        #[project = LimitFutureProj]
+        pub enum LimitFuture<F> {
+            /// No body: the inner service's own future.
+            Direct { #[pin] inner: F },
+            /// A body, or a refusal.
+            Boxed { inner: Boxed },
+        }
     }
-}
 
-impl<F: Future<Output = Result<Response, Infallible>>> Future for LimitFuture<F> {
-    type Output = Result<Response, Infallible>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            LimitFutureProj::Direct { inner } => inner.poll(cx),
-            LimitFutureProj::Boxed { inner } => inner.as_mut().poll(cx),
+    impl<F: Future<Output = Result<Response, Infallible>>> Future for LimitFuture<F> {
+        type Output = Result<Response, Infallible>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project() {
+                LimitFutureProj::Direct { inner } => inner.poll(cx),
+                LimitFutureProj::Boxed { inner } => inner.as_mut().poll(cx),
+            }
         }
     }
 }
+pub use limit_future::LimitFuture;
 
 fn too_large() -> Response {
     error_response(

@@ -92,6 +92,8 @@ impl AppState {
         max_staleness: Option<Duration>,
         index: Arc<dyn SessionIndex>,
     ) -> anyhow::Result<AppState> {
+        // The recorder is installed before the first request is counted.
+        crate::prometheus::handle();
         let layer = SessionLayer::new(engine.clone(), options)?;
         Ok(AppState(Arc::new(AppStateInner {
             engine,
@@ -222,7 +224,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.layer.metrics().render(&state.engine),
+        {
+            sealed_sessions::metrics::record_revocation_gauges(&state.engine);
+            crate::prometheus::handle().map_or_else(String::new, |h| h.render())
+        },
     )
         .into_response()
 }
@@ -281,7 +286,7 @@ async fn page() -> Response {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use crate::server::throttle::ThrottleConfig;
+    use crate::throttle::ThrottleConfig;
     use axum::body::Body;
     use http::Request;
     use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing};

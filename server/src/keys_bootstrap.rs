@@ -223,7 +223,7 @@ mod tests {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "server::keys_bootstrap::tests::take_env_keys_in_a_process_of_its_own",
+                "keys_bootstrap::tests::take_env_keys_in_a_process_of_its_own",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

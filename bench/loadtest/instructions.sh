@@ -12,7 +12,7 @@
 # REQUESTS is printed. Both get the same request bytes (the ceiling a dummy cookie as long as a
 # real one). Needs valgrind, python3 and curl; every process started here is stopped on exit.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 REQUESTS=${REQUESTS:-2000}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -23,7 +23,7 @@ command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install -
 command -v python3 >/dev/null || { echo "python3 is missing" >&2; exit 1; }
 
 if [ -z "${SKIP_BUILD:-}" ]; then
-  cargo build --release --bin sealed-sessions --example load_bare >&2
+  cargo build --release -p sealed-sessions-server --bin sealed-sessions && cargo build --release -p sealed-sessions-bench --example load_bare >&2
 fi
 SEALED=${SEALED_BIN:-$TARGET_DIR/release/sealed-sessions}
 BARE=$TARGET_DIR/release/examples/load_bare
@@ -47,7 +47,7 @@ for i in range(n):
 EOF
 
 # free_port (shared with the other load script)
-. "$ROOT/loadtest/lib.sh"
+. "$ROOT/bench/loadtest/lib.sh"
 
 # measure NAME -- command (which must listen on $PORT)
 measure() {

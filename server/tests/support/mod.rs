@@ -1,0 +1,13 @@
+//! Shared test helpers.
+//!
+//! - [`bin`]: the binary as a command that must finish (`cmd`, `run`, fixtures made with it).
+//! - [`server`]: the binary as a server — the one place its process is spawned, found, logged,
+//!   stopped and killed.
+//! - [`http`]: a blocking HTTP/1.1 client for that server (reqwest is used directly in async
+//!   tests).
+//! - [`redis`]: test-owned `redis-server` processes (shared with the library's tests).
+pub mod bin;
+pub mod http;
+#[path = "../../../tests/support/redis.rs"]
+pub mod redis;
+pub mod server;
