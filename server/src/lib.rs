@@ -29,8 +29,11 @@ pub mod prometheus;
 pub mod revoke;
 pub mod routes;
 pub mod serve;
+#[path = "auth/throttle.rs"]
 pub mod throttle;
+#[path = "auth/store.rs"]
 pub mod users;
+#[path = "auth/users_file.rs"]
 pub mod users_file;
 
 use std::future::Future;
