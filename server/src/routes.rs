@@ -360,6 +360,11 @@ pub(crate) mod tests {
             "logout-everywhere-button",
             "stepup-button",
             "me-refresh-button",
+            "elevate-button",
+            "session-list",
+            "password-form",
+            "me-idle-expires-at",
+            "me-expires-at",
         ] {
             assert!(html.contains(&format!("id=\"{id}\"")), "missing #{id}");
         }
