@@ -319,11 +319,11 @@ const HOST_PREFIX: &str = "__Host-";
 pub enum FingerprintArg {
     /// No binding.
     Off,
-    /// Compare user agent and client IP; log a mismatch, accept the request.
+    /// Compare as ua+ip; log a mismatch, accept the request.
     Log,
-    /// Bind to the user agent; reject a mismatch.
+    /// Bind to the browser family, OS and first Accept-Language tag; reject a mismatch.
     Ua,
-    /// Bind to user agent and client IP; reject a mismatch.
+    /// As ua, and to the client's address prefix (/24 IPv4, /48 IPv6); reject a mismatch.
     #[value(name = "ua+ip")]
     UaIp,
 }
@@ -749,7 +749,10 @@ mod tests {
         assert!(hidden.contains(&"--port-file".to_owned()), "{hidden:?}");
         let help = cmd.render_long_help().to_string();
         for flag in &hidden {
-            assert!(!help.contains(flag.as_str()), "--help mentions {flag}:\n{help}");
+            assert!(
+                !help.contains(flag.as_str()),
+                "--help mentions {flag}:\n{help}"
+            );
         }
     }
 

@@ -26,9 +26,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::routes::{AppState, SessionData, error_response};
 use super::auth::password::{MAX_PASSWORD_BYTES as MAX_PASSWORD, check_new_password};
 use super::auth::{Role, VerifyError};
+use super::routes::{AppState, SessionData, error_response};
 
 /// Longest username accepted (bytes).
 const MAX_USERNAME: usize = 128;

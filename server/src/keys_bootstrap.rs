@@ -354,11 +354,17 @@ mod tests {
     fn load_existing_never_generates_a_key() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let msg = format!("{:#}", load_existing_with(None, &dir, &LoadOptions::default()).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            load_existing_with(None, &dir, &LoadOptions::default()).unwrap_err()
+        );
         assert!(msg.contains("cannot read key directory"), "{msg}");
         assert!(!dir.exists());
         std::fs::create_dir(&dir).unwrap();
-        let msg = format!("{:#}", load_existing_with(None, &dir, &LoadOptions::default()).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            load_existing_with(None, &dir, &LoadOptions::default()).unwrap_err()
+        );
         assert!(msg.contains("no key files"), "{msg}");
         assert!(keys::list_dir(&dir).unwrap().is_empty());
         let ring = KeyRing::single(KeyId::new("envkey").unwrap(), Key::generate().unwrap());

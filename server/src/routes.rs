@@ -16,9 +16,9 @@ use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::body_limit::{BodyLimit, BodyLimitLayer};
 use super::auth::throttle::LoginThrottle;
 use super::auth::{PasswordVerifier, Role, UserStore};
+use super::body_limit::{BodyLimit, BodyLimitLayer};
 use tower::Layer as _;
 
 /// The browser page: static, no build step.

@@ -16,12 +16,12 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use super::auth::demo::DEMO_USERS;
+use super::auth::throttle::{LoginThrottle, ThrottleConfig};
+use super::auth::{PasswordVerifier, UserStore};
 use super::config::{LogFormat, ServeConfig};
 use super::keys_bootstrap::EnvKeys;
 use super::routes::{AppState, BodyLimits, build_router};
-use super::auth::throttle::{LoginThrottle, ThrottleConfig};
-use super::auth::demo::DEMO_USERS;
-use super::auth::{PasswordVerifier, UserStore};
 use super::{ServerOptions, keys_bootstrap, run_with};
 
 /// Runs the server until SIGTERM or Ctrl-C. `env_keys` is `SEALED_SESSIONS_KEYS`, already taken

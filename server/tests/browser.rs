@@ -231,9 +231,12 @@ const SIGNED_OUT: &str = "Not signed in.";
 
 /// Clears `#status`, so the next wait sees this action's outcome, not an earlier one's.
 async fn clear_status(b: &Client) {
-    b.execute("document.getElementById('status').textContent = '';", vec![])
-        .await
-        .unwrap();
+    b.execute(
+        "document.getElementById('status').textContent = '';",
+        vec![],
+    )
+    .await
+    .unwrap();
 }
 
 /// Clicks `#id` after clearing `#status`.

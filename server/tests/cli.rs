@@ -224,12 +224,7 @@ fn hash_password_refuses_passwords_outside_8_to_1024_bytes() {
 /// shows no other name (`--dir` still parses, hidden, for old scripts).
 #[test]
 fn every_key_directory_command_takes_keys_and_shows_no_other_name() {
-    for command in [
-        &["serve"][..],
-        &["keygen"],
-        &["keys", "list"],
-        &["inspect"],
-    ] {
+    for command in [&["serve"][..], &["keygen"], &["keys", "list"], &["inspect"]] {
         let out = run(cmd().args(command).arg("--help"));
         assert!(out.status.success(), "{command:?}: {}", text(&out.stderr));
         let help = text(&out.stdout);

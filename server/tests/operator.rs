@@ -435,7 +435,12 @@ fn loose_key_permissions_are_refused_naming_the_command_line_flag_that_accepts_t
         }
         // With the flag, inspect and keys list read the directory as serve would.
         let out = run(cmd()
-            .args(["keys", "list", "--danger-allow-loose-key-permissions", "--keys"])
+            .args([
+                "keys",
+                "list",
+                "--danger-allow-loose-key-permissions",
+                "--keys",
+            ])
             .arg(dir));
         assert!(out.status.success(), "{}", text(&out.stderr));
         let err = failed(&run(&mut inspect(
@@ -625,7 +630,11 @@ fn revoke_user_logs_the_user_out_everywhere_through_redis() {
 
     let out = revoke(&url, &["--user", "alice"]);
     let v = json(&out);
-    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(v["revoked"], "user");
     assert_eq!(v["user"], "alice");
     assert!(v["version"].as_u64().unwrap() > 0, "{v}");
@@ -675,7 +684,11 @@ fn revoke_session_revokes_that_session_only_under_the_servers_prefix() {
         ],
     );
     let v = json(&out);
-    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(v["revoked"], "session");
     assert_eq!(v["session_id"], sid.as_str());
     let until = humantime::parse_rfc3339(v["until"].as_str().unwrap()).unwrap();
@@ -722,7 +735,11 @@ fn revoke_warns_when_the_prefix_holds_no_stream() {
     // The servers' prefix, before any revocation was made under it: no warning.
     let out = revoke(&url, &["--redis-prefix", "tenant-a", "--user", "alice"]);
     assert_eq!(json(&out)["revoked"], "user");
-    assert!(!text(&out.stderr).contains("warning"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
     until_revoked(&server, &cookie);
 }
 
