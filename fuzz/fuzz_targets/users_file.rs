@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealed_sessions_server::users_file::{check_password_hash, parse_users_file};
+use sealed_sessions_server::auth::users_file::{check_password_hash, parse_users_file};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

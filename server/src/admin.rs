@@ -7,19 +7,25 @@ use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
 use sealed_sessions::keys::{self, KeyFileInfo, LoadOptions};
+
+use super::config::KeyDirFlags;
+use super::keys_bootstrap;
 use sealed_sessions::{Key, KeyId, KeyRing};
 use zeroize::Zeroizing;
 
-use super::users::hash_password;
-
-/// Longest password line read from a pipe.
-const MAX_PASSWORD_BYTES: u64 = 4096;
+use super::auth::password::{MAX_PASSWORD_BYTES, check_new_password, hash_password};
 
 /// `keygen` flags.
 #[derive(Debug, clap::Args)]
 pub struct KeygenArgs {
     /// Key directory (created with mode 0700 if missing).
-    #[arg(long, env = "SEALED_SESSIONS_KEYS_DIR", default_value = "keys/")]
+    #[arg(
+        long = "keys",
+        alias = "dir",
+        value_name = "DIR",
+        env = "SEALED_SESSIONS_KEYS_DIR",
+        default_value = "keys/"
+    )]
     pub dir: PathBuf,
     /// Also make the new key the primary (the one that seals). Only once every node has it.
     #[arg(long)]
@@ -32,12 +38,13 @@ pub struct KeygenArgs {
 /// `keys list` flags.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// Key directory (SEALED_SESSIONS_KEYS, when set, wins over it, as for `serve`).
-    #[arg(long, env = "SEALED_SESSIONS_KEYS_DIR", default_value = "keys/")]
-    pub dir: PathBuf,
+    /// The key directory, read as `serve` reads it.
+    #[command(flatten)]
+    pub keys: KeyDirFlags,
 }
 
 /// Reads a password (no echo on a terminal; one line from a pipe) and prints its argon2id hash.
+/// The password must meet the rules `POST /password` applies to a new password.
 pub fn hash_password_command() -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     let password = if stdin.is_terminal() {
@@ -52,26 +59,23 @@ pub fn hash_password_command() -> anyhow::Result<()> {
         }
         first
     } else {
-        // Pre-sized so the buffer does not reallocate and leave copies behind.
-        let mut line = Zeroizing::new(String::with_capacity(MAX_PASSWORD_BYTES as usize + 2));
+        // One byte past the longest password allowed (plus a line ending) is enough to refuse
+        // a longer one. Pre-sized so the buffer does not reallocate and leave copies behind.
+        let bound = MAX_PASSWORD_BYTES + 3;
+        let mut line = Zeroizing::new(String::with_capacity(bound));
         stdin
             .lock()
-            .take(MAX_PASSWORD_BYTES + 2)
+            .take(bound as u64)
             .read_line(&mut line)
             .context("reading the password from standard input")?;
         // Only the line ending goes: spaces may be part of the password.
         let len = line
             .strip_suffix('\n')
             .map_or(line.len(), |l| l.strip_suffix('\r').unwrap_or(l).len());
-        if len as u64 > MAX_PASSWORD_BYTES {
-            bail!("password longer than {MAX_PASSWORD_BYTES} bytes");
-        }
         line.truncate(len);
         line
     };
-    if password.is_empty() {
-        bail!("refusing an empty password");
-    }
+    check_new_password(&password)?;
     println!("{}", hash_password(&password)?);
     Ok(())
 }
@@ -108,8 +112,8 @@ pub fn keygen_command(args: KeygenArgs) -> anyhow::Result<()> {
             args.dir.join(keys::PRIMARY_FILE).display()
         );
     }
-    if let Err(e) = KeyRing::load_dir(&args.dir, &LoadOptions::default()) {
-        eprintln!("warning: {} does not load yet: {e}", args.dir.display());
+    if let Err(e) = keys_bootstrap::load_dir(&args.dir, &LoadOptions::default()) {
+        eprintln!("warning: {} does not load yet: {e:#}", args.dir.display());
     }
     if std::env::var_os(keys::ENV_VAR).is_some_and(|v| !v.is_empty()) {
         eprintln!(
@@ -138,6 +142,7 @@ fn sole_key_without_primary(dir: &std::path::Path) -> Option<KeyId> {
 /// bytes. Like `serve`, `SEALED_SESSIONS_KEYS` wins over the directory when set. Fails (after
 /// printing the list) when those commands would refuse the keys, with the same error.
 pub fn keys_list_command(args: ListArgs) -> anyhow::Result<()> {
+    let dir = &args.keys.dir;
     let from_env = KeyRing::from_env(keys::ENV_VAR)
         .with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))?;
     if let Some(ring) = from_env {
@@ -146,28 +151,28 @@ pub fn keys_list_command(args: ListArgs) -> anyhow::Result<()> {
             "note: keys from the {} environment variable, which serve and inspect use instead \
              of {}",
             keys::ENV_VAR,
-            args.dir.display()
+            dir.display()
         );
         return Ok(());
     }
-    let list = keys::list_dir(&args.dir)?;
+    let list = keys::list_dir(dir)?;
     print!("{}", render(&dir_rows(&list), SystemTime::now()));
     if list.is_empty() {
         eprintln!(
-            "no keys in {}; create one with `sealed-sessions keygen --dir {} --primary`",
-            args.dir.display(),
-            args.dir.display()
+            "no keys in {}; create one with `sealed-sessions keygen --keys {} --primary`",
+            dir.display(),
+            dir.display()
         );
         return Ok(());
     }
     // The listing reads names only; loading checks content, permissions and PRIMARY, exactly
     // as `serve` does at startup.
-    KeyRing::load_dir(&args.dir, &LoadOptions::default())
+    keys_bootstrap::load_dir(dir, &args.keys.load_options())
         .map(drop)
         .with_context(|| {
             format!(
                 "the keys in {} cannot be loaded (serve and inspect refuse them)",
-                args.dir.display()
+                dir.display()
             )
         })
 }

@@ -13,31 +13,26 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
+use sealed_sessions::keys::LoadOptions;
 use sealed_sessions::redis_topology::{RedisTarget, RedisTls};
 use sealed_sessions::revocation::RedisConfig;
 use sealed_sessions::session_index::DEFAULT_MAX_SESSIONS_PER_USER;
 use sealed_sessions::{CookieSettings, EngineConfig, FingerprintPolicy};
 
-/// Flags of `sealed-sessions serve`.
+/// Flags of `sealed-sessions serve`, grouped under the headings `--help` shows.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
-    /// Address to listen on (port 0 picks a free port; see --port-file).
-    #[arg(long, env = "SEALED_SESSIONS_LISTEN", default_value = "127.0.0.1:3000")]
+    /// Address to listen on (port 0 picks a free port, which the log reports).
+    #[arg(long, value_name = "ADDR", env = "SEALED_SESSIONS_LISTEN", default_value = "127.0.0.1:3000", help_heading = NETWORK)]
     pub listen: SocketAddr,
 
-    /// Key directory (see keys/README.md). SEALED_SESSIONS_KEYS, when set, holds the keys
-    /// themselves and wins over the directory.
-    #[arg(
-        long = "keys",
-        value_name = "DIR",
-        env = "SEALED_SESSIONS_KEYS_DIR",
-        default_value = "keys/"
-    )]
-    pub keys_dir: PathBuf,
+    /// Where the session keys are (`--keys`), and whether loose permissions are accepted.
+    #[command(flatten)]
+    pub keys: KeyDirFlags,
 
     /// Users file (TOML, `[[user]]` tables). Without it, demo users are created (refused with
     /// --production).
-    #[arg(long, value_name = "FILE", env = "SEALED_SESSIONS_USERS")]
+    #[arg(long, value_name = "FILE", env = "SEALED_SESSIONS_USERS", help_heading = USERS)]
     pub users: Option<PathBuf>,
 
     /// Where the shared revocation list lives (--redis, --redis-cluster or --redis-sentinel,
@@ -51,42 +46,43 @@ pub struct ServeConfig {
         long,
         value_name = "PREFIX",
         env = "SEALED_SESSIONS_REDIS_PREFIX",
-        default_value = "sealed-sessions"
+        default_value = "sealed-sessions",
+        help_heading = REDIS
     )]
     pub redis_prefix: String,
 
     /// Keep at most this many live sessions per user (1 to 10000): a login past the limit
     /// revokes the user's oldest session, and `GET /sessions` lists at most this many. Shared
     /// through Redis with --redis, per node without it.
-    #[arg(long, value_name = "N", env = "SEALED_SESSIONS_MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER, value_parser = parse_max_sessions)]
+    #[arg(long, value_name = "N", env = "SEALED_SESSIONS_MAX_SESSIONS_PER_USER", default_value_t = DEFAULT_MAX_SESSIONS_PER_USER, value_parser = parse_max_sessions, help_heading = SESSIONS)]
     pub max_sessions_per_user: usize,
 
     /// With --redis: once this node's revocation list has been out of sync with Redis longer
     /// than this, session routes answer 503 REVOCATION_STALE (fail closed). Default: never;
     /// the node keeps validating from its local list.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_MAX_STALENESS", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_MAX_STALENESS", value_parser = parse_duration, help_heading = REDIS)]
     pub max_staleness: Option<Duration>,
 
     /// Idle timeout: a session unused this long is rejected.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_IDLE_TIMEOUT", default_value = "30m", value_parser = parse_duration, help_heading = SESSIONS)]
     pub idle_timeout: Duration,
 
     /// Absolute timeout from login.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_ABSOLUTE_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_ABSOLUTE_TIMEOUT", default_value = "24h", value_parser = parse_duration, help_heading = SESSIONS)]
     pub absolute_timeout: Duration,
 
     /// Re-issue the cookie only when its last renewal is older than this.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_RENEW_AFTER", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_RENEW_AFTER", default_value = "60s", value_parser = parse_duration, help_heading = SESSIONS)]
     pub renew_after: Duration,
 
     /// How recent a password check sensitive routes need.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_STEP_UP_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_STEP_UP_WINDOW", default_value = "5m", value_parser = parse_duration, help_heading = SESSIONS)]
     pub step_up_window: Duration,
 
     /// How far in this node's future a token's times (login, last password check, last
     /// renewal) may lie before the token is refused as invalid: the clock difference allowed
     /// between nodes.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_MAX_CLOCK_SKEW", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_MAX_CLOCK_SKEW", default_value = "2m", value_parser = parse_duration, help_heading = SESSIONS)]
     pub max_clock_skew: Duration,
 
     /// Client fingerprint binding.
@@ -94,17 +90,18 @@ pub struct ServeConfig {
         long,
         value_enum,
         env = "SEALED_SESSIONS_FINGERPRINT",
-        default_value = "off"
+        default_value = "off",
+        help_heading = SESSIONS
     )]
     pub fingerprint: FingerprintArg,
 
     /// Cookie name instead of `__Host-session` (or `session` with --insecure-dev-cookies).
-    #[arg(long, value_name = "NAME", env = "SEALED_SESSIONS_COOKIE_NAME")]
+    #[arg(long, value_name = "NAME", env = "SEALED_SESSIONS_COOKIE_NAME", help_heading = COOKIES)]
     pub cookie_name: Option<String>,
 
     /// Plain-http development cookies: `session`, no Secure flag, SameSite=Lax. Refused with
     /// --production.
-    #[arg(long, env = "SEALED_SESSIONS_INSECURE_DEV_COOKIES")]
+    #[arg(long, env = "SEALED_SESSIONS_INSECURE_DEV_COOKIES", help_heading = COOKIES)]
     pub insecure_dev_cookies: bool,
 
     /// Reverse proxies whose X-Forwarded-For is believed: comma-separated CIDRs
@@ -114,7 +111,8 @@ pub struct ServeConfig {
         value_name = "CIDRS",
         env = "SEALED_SESSIONS_TRUSTED_PROXIES",
         value_parser = parse_cidrs,
-        default_value = ""
+        default_value = "",
+        help_heading = NETWORK
     )]
     pub trusted_proxies: CidrList,
 
@@ -132,32 +130,72 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
 
     /// Largest request body accepted, in bytes (suffixes KiB and MiB allowed).
-    #[arg(long, value_name = "BYTES", env = "SEALED_SESSIONS_MAX_BODY_BYTES", default_value = "16KiB", value_parser = parse_bytes)]
+    #[arg(long, value_name = "BYTES", env = "SEALED_SESSIONS_MAX_BODY_BYTES", default_value = "16KiB", value_parser = parse_bytes, help_heading = LIMITS)]
     pub max_body_bytes: usize,
 
     /// Time a client has to send a request's headers before the connection is closed.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = LIMITS)]
     pub header_read_timeout: Duration,
 
     /// Time a client has to send a request's whole body, counted from its head: slower bodies
     /// get 408 and the connection is closed.
-    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "SEALED_SESSIONS_BODY_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = LIMITS)]
     pub body_read_timeout: Duration,
 
     /// Password verifications run in parallel (argon2id uses 19 MiB and one core each); further
     /// logins wait. Default: the number of CPUs.
-    #[arg(long, value_name = "N", env = "SEALED_SESSIONS_LOGIN_CONCURRENCY", default_value_t = default_login_concurrency(), value_parser = parse_concurrency)]
+    #[arg(long, value_name = "N", env = "SEALED_SESSIONS_LOGIN_CONCURRENCY", default_value_t = default_login_concurrency(), value_parser = parse_concurrency, help_heading = LIMITS)]
     pub login_concurrency: usize,
+
+    /// Write the bound address to this file once listening (for tests and scripts using port 0).
+    /// Hidden from `--help`, which therefore mentions it nowhere.
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub port_file: Option<PathBuf>,
+}
+
+/// `--help` headings of the `serve` flags (the README's flag tables follow them).
+const NETWORK: &str = "Network";
+const KEYS: &str = "Keys";
+const USERS: &str = "Users";
+const REDIS: &str = "Redis";
+const SESSIONS: &str = "Sessions";
+const COOKIES: &str = "Cookies";
+const LIMITS: &str = "Limits";
+
+/// The key directory, as `serve`, `inspect` and `keys list` read it: one flag name, `--keys`,
+/// for every command (`keygen`, which writes it, takes the same name).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyDirFlags {
+    /// Key directory (see keys/README.md). SEALED_SESSIONS_KEYS, when set, holds the keys
+    /// themselves and wins over the directory.
+    #[arg(
+        long = "keys",
+        alias = "dir",
+        value_name = "DIR",
+        env = "SEALED_SESSIONS_KEYS_DIR",
+        default_value = "keys/",
+        help_heading = KEYS
+    )]
+    pub dir: PathBuf,
 
     /// Accept key files that group or others may read or write, and a key directory they may
     /// write to. Anyone who can read a key, or put one in the directory, can forge sessions:
     /// only for setups where the mode cannot be controlled (some secret mounts).
-    #[arg(long, env = "SEALED_SESSIONS_DANGER_ALLOW_LOOSE_KEY_PERMISSIONS")]
+    #[arg(
+        long,
+        env = "SEALED_SESSIONS_DANGER_ALLOW_LOOSE_KEY_PERMISSIONS",
+        help_heading = KEYS
+    )]
     pub danger_allow_loose_key_permissions: bool,
+}
 
-    /// Write the bound address to this file once listening (for tests and scripts using port 0).
-    #[arg(long, value_name = "PATH", hide = true)]
-    pub port_file: Option<PathBuf>,
+impl KeyDirFlags {
+    /// The library's options for loading the directory.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            danger_allow_loose_permissions: self.danger_allow_loose_key_permissions,
+        }
+    }
 }
 
 impl ServeConfig {
@@ -281,11 +319,11 @@ const HOST_PREFIX: &str = "__Host-";
 pub enum FingerprintArg {
     /// No binding.
     Off,
-    /// Compare user agent and client IP; log a mismatch, accept the request.
+    /// Compare as ua+ip; log a mismatch, accept the request.
     Log,
-    /// Bind to the user agent; reject a mismatch.
+    /// Bind to the browser family, OS and first Accept-Language tag; reject a mismatch.
     Ua,
-    /// Bind to user agent and client IP; reject a mismatch.
+    /// As ua, and to the client's address prefix (/24 IPv4, /48 IPv6); reject a mismatch.
     #[value(name = "ua+ip")]
     UaIp,
 }
@@ -505,17 +543,17 @@ impl clap::builder::TypedValueParser for RedisUrlParser {
 pub struct RedisFlags {
     /// Redis URL of one server: redis://, rediss:// (TLS) or unix://. A Redis Cluster node is
     /// refused: use --redis-cluster.
-    #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS", value_parser = RedisUrlParser("--redis"), conflicts_with_all = ["redis_cluster", "redis_sentinel"])]
+    #[arg(long, value_name = "URL", env = "SEALED_SESSIONS_REDIS", value_parser = RedisUrlParser("--redis"), conflicts_with_all = ["redis_cluster", "redis_sentinel"], help_heading = REDIS)]
     pub redis: Option<RedisUrl>,
 
     /// Redis Cluster: any of its nodes as seeds, comma-separated (redis:// or rediss://).
-    #[arg(long, value_name = "URL[,URL...]", env = "SEALED_SESSIONS_REDIS_CLUSTER", value_delimiter = ',', value_parser = RedisUrlParser("--redis-cluster"), conflicts_with = "redis_sentinel")]
+    #[arg(long, value_name = "URL[,URL...]", env = "SEALED_SESSIONS_REDIS_CLUSTER", value_delimiter = ',', value_parser = RedisUrlParser("--redis-cluster"), conflicts_with = "redis_sentinel", help_heading = REDIS)]
     pub redis_cluster: Vec<RedisUrl>,
 
     /// Redis Sentinel: sentinel URLs, comma-separated. The primary (named by
     /// --redis-sentinel-master) is asked of them at every reconnection, so a failover is
     /// followed; it is reached with the scheme, credentials and database of the sentinel URL.
-    #[arg(long, value_name = "URL[,URL...]", env = "SEALED_SESSIONS_REDIS_SENTINEL", value_delimiter = ',', value_parser = RedisUrlParser("--redis-sentinel"), requires = "redis_sentinel_master")]
+    #[arg(long, value_name = "URL[,URL...]", env = "SEALED_SESSIONS_REDIS_SENTINEL", value_delimiter = ',', value_parser = RedisUrlParser("--redis-sentinel"), requires = "redis_sentinel_master", help_heading = REDIS)]
     pub redis_sentinel: Vec<RedisUrl>,
 
     /// With --redis-sentinel: the monitored primary's name.
@@ -523,13 +561,14 @@ pub struct RedisFlags {
         long,
         value_name = "NAME",
         env = "SEALED_SESSIONS_REDIS_SENTINEL_MASTER",
-        requires = "redis_sentinel"
+        requires = "redis_sentinel",
+        help_heading = REDIS
     )]
     pub redis_sentinel_master: Option<String>,
 
     /// PEM file of the CA that signed Redis's certificate (rediss:// URLs). Default: the
     /// system's root certificates.
-    #[arg(long, value_name = "FILE", env = "SEALED_SESSIONS_REDIS_CA")]
+    #[arg(long, value_name = "FILE", env = "SEALED_SESSIONS_REDIS_CA", help_heading = REDIS)]
     pub redis_ca: Option<PathBuf>,
 
     /// PEM client certificate for mutual TLS (with --redis-client-key).
@@ -537,7 +576,8 @@ pub struct RedisFlags {
         long,
         value_name = "FILE",
         env = "SEALED_SESSIONS_REDIS_CLIENT_CERT",
-        requires = "redis_client_key"
+        requires = "redis_client_key",
+        help_heading = REDIS
     )]
     pub redis_client_cert: Option<PathBuf>,
 
@@ -546,7 +586,8 @@ pub struct RedisFlags {
         long,
         value_name = "FILE",
         env = "SEALED_SESSIONS_REDIS_CLIENT_KEY",
-        requires = "redis_client_cert"
+        requires = "redis_client_cert",
+        help_heading = REDIS
     )]
     pub redis_client_key: Option<PathBuf>,
 }
@@ -582,6 +623,36 @@ impl RedisFlags {
             );
         }
         Ok(tls)
+    }
+
+    /// The TLS files as the `redis` crate takes them, for a connection made outside the library
+    /// (`revoke`'s look at the prefix); `None` without TLS files.
+    ///
+    /// # Errors
+    /// A file that cannot be read.
+    pub fn redis_certificates(&self) -> anyhow::Result<Option<redis::TlsCertificates>> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+        };
+        if self.redis_ca.is_none() && self.redis_client_cert.is_none() {
+            return Ok(None);
+        }
+        let root_cert = self
+            .redis_ca
+            .as_ref()
+            .map(|ca| read("--redis-ca", ca))
+            .transpose()?;
+        let client_tls = match (&self.redis_client_cert, &self.redis_client_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("--redis-client-cert", cert)?,
+                client_key: read("--redis-client-key", key)?,
+            }),
+            _ => None,
+        };
+        Ok(Some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
     }
 
     /// The library's Redis configuration for these flags (default key prefix), or `None`
@@ -664,6 +735,25 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<ServeConfig, clap::Error> {
         Wrap::try_parse_from(std::iter::once("serve").chain(args.iter().copied())).map(|w| w.serve)
+    }
+
+    #[test]
+    fn help_mentions_no_hidden_flag() {
+        use clap::CommandFactory as _;
+        let mut cmd = Wrap::command();
+        let hidden: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| a.is_hide_set())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        assert!(hidden.contains(&"--port-file".to_owned()), "{hidden:?}");
+        let help = cmd.render_long_help().to_string();
+        for flag in &hidden {
+            assert!(
+                !help.contains(flag.as_str()),
+                "--help mentions {flag}:\n{help}"
+            );
+        }
     }
 
     #[test]

@@ -26,14 +26,12 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::auth::password::{MAX_PASSWORD_BYTES as MAX_PASSWORD, check_new_password};
+use super::auth::{Role, VerifyError};
 use super::routes::{AppState, SessionData, error_response};
-use super::users::{Role, VerifyError};
 
 /// Longest username accepted (bytes).
 const MAX_USERNAME: usize = 128;
-/// Password length bounds (bytes). The upper bound caps argon2 input, not security.
-const MIN_PASSWORD: usize = 8;
-const MAX_PASSWORD: usize = 1024;
 
 type Sess = Session<SessionData>;
 
@@ -263,13 +261,14 @@ async fn login(
 }
 
 /// The body of `GET /me`, the request every page load makes, written straight from the claims:
-/// `{"auth_time":…,"created_at":…,"elevated":…,"expires_at":…,"role":…,"session_id":…,"user":…}`
-/// (alphabetical, as `json!` wrote it). Only the user id can need escaping; the times, the hex
-/// id, the role and the keys are fixed ASCII, so they are copied rather than run through
-/// serde_json's escaper (which cost more than opening the cookie). A test checks the result
-/// against serde_json's own encoding of the same fields.
-fn me_json(c: &sealed_sessions::Claims<SessionData>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+/// `{"auth_time":…,"created_at":…,"elevated":…,"expires_at":…,"idle_expires_at":…,"role":…,
+/// "session_id":…,"user":…}` (alphabetical, as `json!` wrote it). `expires_at` is the absolute
+/// expiry; `idle_expires_at` is when the session idles out without another request. Only the
+/// user id can need escaping; the times, the hex id, the role and the keys are fixed ASCII, so
+/// they are copied rather than run through serde_json's escaper (which cost more than opening
+/// the cookie). A test checks the result against serde_json's own encoding of the same fields.
+fn me_json(c: &sealed_sessions::Claims<SessionData>, idle_expires_at: UnixMillis) -> Vec<u8> {
+    let mut out = Vec::with_capacity(288);
     let time = |out: &mut Vec<u8>, key: &[u8], t: UnixMillis| {
         out.extend_from_slice(key);
         out.push(b'"');
@@ -284,6 +283,7 @@ fn me_json(c: &sealed_sessions::Claims<SessionData>) -> Vec<u8> {
         b",\"elevated\":false"
     });
     time(&mut out, b",\"expires_at\":", c.expires_at);
+    time(&mut out, b",\"idle_expires_at\":", idle_expires_at);
     out.extend_from_slice(b",\"role\":\"");
     out.extend_from_slice(c.data.role.as_str().as_bytes());
     out.extend_from_slice(b"\",\"session_id\":\"");
@@ -297,13 +297,31 @@ fn me_json(c: &sealed_sessions::Claims<SessionData>) -> Vec<u8> {
     out
 }
 
+/// When the session idles out if no further request comes: its last renewal plus the idle
+/// timeout (from now when this response renews the cookie), never past the absolute expiry.
+fn idle_expiry(session: &Sess) -> UnixMillis {
+    let engine = session.context().engine();
+    let s = session.session();
+    let c = s.claims();
+    let config = engine.config();
+    let renewed = if s.renewal_due() {
+        engine.now()
+    } else {
+        c.last_seen
+    };
+    renewed
+        .saturating_add(config.idle_timeout())
+        .min(c.expires_at)
+        .min(c.created_at.saturating_add(config.absolute_timeout()))
+}
+
 async fn me(session: Sess) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        me_json(session.claims()),
+        me_json(session.claims(), idle_expiry(&session)),
     )
         .into_response()
 }
@@ -415,10 +433,9 @@ async fn change_password(
     if current_password.len() > MAX_PASSWORD {
         return Err(bad_request("current password too long"));
     }
-    if new_password.len() < MIN_PASSWORD || new_password.len() > MAX_PASSWORD {
-        return Err(bad_request(&format!(
-            "new password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
-        )));
+    // The rules `hash-password` applies too.
+    if let Err(e) = check_new_password(&new_password) {
+        return Err(bad_request(&format!("new {e}")));
     }
     check_own_password(&state, &session, current_password).await?;
     let user = session.user_id().to_owned();
@@ -624,12 +641,14 @@ mod tests {
             ("", true, Role::User),
         ] {
             let c = claims(user, elevated, role);
-            let ours = me_json(&c);
+            let idle = UnixMillis(1_767_227_600_789);
+            let ours = me_json(&c, idle);
             let expected = serde_json::to_vec(&json!({
                 "auth_time": humantime::format_rfc3339_millis(c.auth_time.to_system_time()).to_string(),
                 "created_at": humantime::format_rfc3339_millis(c.created_at.to_system_time()).to_string(),
                 "elevated": elevated,
                 "expires_at": humantime::format_rfc3339_millis(c.expires_at.to_system_time()).to_string(),
+                "idle_expires_at": humantime::format_rfc3339_millis(idle.to_system_time()).to_string(),
                 "role": role.as_str(),
                 "session_id": c.session_id.to_string(),
                 "user": user,

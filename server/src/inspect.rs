@@ -5,7 +5,6 @@
 //! shown) and never checks the revocation list, which lives in the servers and Redis.
 
 use std::io::{BufRead as _, IsTerminal as _, Read as _};
-use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use sealed_sessions::claims::RawData;
@@ -14,6 +13,7 @@ use sealed_sessions::token::{FORMAT_VERSION, TokenError, UntrustedToken};
 use sealed_sessions::{Claims, KeyRing, keys};
 use serde::Serialize;
 
+use super::config::KeyDirFlags;
 use super::keys_bootstrap::{self, KeySource};
 use super::routes::SessionData;
 
@@ -27,15 +27,9 @@ const MAX_STDIN_BYTES: u64 = 64 * 1024;
 /// `inspect` flags.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Key directory, as for `serve`. SEALED_SESSIONS_KEYS, when set, holds the keys themselves
-    /// and wins over the directory, as it does for `serve`.
-    #[arg(
-        long = "keys",
-        value_name = "DIR",
-        env = "SEALED_SESSIONS_KEYS_DIR",
-        default_value = "keys/"
-    )]
-    pub keys_dir: PathBuf,
+    /// The key directory, read as `serve` reads it.
+    #[command(flatten)]
+    pub keys: KeyDirFlags,
 
     /// The cookie's name: it is bound into the token (as AEAD associated data), so it must be the
     /// one the server used. Default `__Host-session`, or the name in a pasted `name=value` pair
@@ -43,10 +37,39 @@ pub struct InspectArgs {
     #[arg(long, value_name = "NAME", env = "SEALED_SESSIONS_COOKIE_NAME")]
     pub cookie_name: Option<String>,
 
+    /// How to show the session data. `auto`: decoded as the reference server's data when the
+    /// bytes are exactly that (a role and an elevated flag), otherwise only as hex, as the
+    /// application's. `server`: decode as the reference server's, or fail. `app`: never decode
+    /// (the cookie comes from another application, whose data may happen to look like the
+    /// server's).
+    #[arg(long, value_enum, value_name = "HOW", default_value = "auto")]
+    pub data: DataMode,
+
     /// The cookie value, a `name=value` pair, or a `Cookie:` header line; `-` reads it from
     /// standard input (better: a token on the command line stays in the shell history).
     #[arg(value_name = "TOKEN|-", allow_hyphen_values = true)]
     pub token: String,
+}
+
+/// `inspect --data`: whose data the session carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataMode {
+    /// The reference server's when it decodes exactly as that, the application's otherwise.
+    Auto,
+    /// The reference server's: decoded, or an error.
+    Server,
+    /// The application's: shown as bytes only.
+    App,
+}
+
+/// Whose data a report shows (`data_owner` in the JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum DataOwner {
+    /// The reference server's `SessionData`, decoded in `data`.
+    ReferenceServer,
+    /// Another application's: only `data_hex`.
+    Application,
 }
 
 /// What `inspect` prints: the claims, with times as RFC 3339 and bytes as hex.
@@ -62,7 +85,10 @@ struct Report {
     last_seen: String,
     expires_at: String,
     fingerprint: Option<String>,
-    /// The data decoded as the reference server's `SessionData`, when it decodes as that.
+    /// Whose data this is: the reference server's (decoded in `data`) or the application's.
+    data_owner: DataOwner,
+    /// The data decoded as the reference server's `SessionData` (only when it is that).
+    #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<SessionData>,
     /// The data's postcard bytes, always.
     data_hex: String,
@@ -81,13 +107,13 @@ pub fn inspect_command(args: InspectArgs) -> anyhow::Result<()> {
         .as_deref()
         .or(pasted.name)
         .unwrap_or(DEFAULT_COOKIE_NAME);
-    let (ring, source) = keys_bootstrap::load_existing(&args.keys_dir)?;
-    let report = match open(&ring, cookie_name, pasted.value) {
+    let (ring, source) = keys_bootstrap::load_existing(&args.keys.dir, &args.keys.load_options())?;
+    let report = match open(&ring, cookie_name, pasted.value, args.data) {
         Ok(report) => report,
         Err(e) => {
             let from = match source {
                 KeySource::Env => keys::ENV_VAR.to_owned(),
-                KeySource::Dir | KeySource::Generated(_) => args.keys_dir.display().to_string(),
+                KeySource::Dir | KeySource::Generated(_) => args.keys.dir.display().to_string(),
             };
             bail!(
                 "cannot open the token: {}",
@@ -95,11 +121,20 @@ pub fn inspect_command(args: InspectArgs) -> anyhow::Result<()> {
             );
         }
     };
-    if report.data.is_none() {
-        eprintln!(
-            "note: the data does not decode as the reference server's session data; it is shown \
-             as postcard bytes in data_hex"
-        );
+    match (report.data_owner, args.data) {
+        (DataOwner::ReferenceServer, _) => {}
+        (DataOwner::Application, DataMode::App) => {
+            eprintln!("note: the data is the application's: shown as postcard bytes in data_hex");
+        }
+        (DataOwner::Application, DataMode::Server) => bail!(
+            "the data ({} bytes) does not decode as the reference server's session data \
+             (--data server); it is the application's: inspect with --data app",
+            report.data_hex.len() / 2
+        ),
+        (DataOwner::Application, DataMode::Auto) => eprintln!(
+            "note: the data is the application's, not the reference server's session data: \
+             shown as postcard bytes in data_hex"
+        ),
     }
     let json = serde_json::to_string_pretty(&report).context("formatting the claims")?;
     println!("{json}");
@@ -207,14 +242,31 @@ fn unquote(v: &str) -> &str {
 }
 
 /// Opens `token` and builds the report.
-fn open(ring: &KeyRing, cookie_name: &str, token: &str) -> Result<Report, TokenError> {
+fn open(
+    ring: &KeyRing,
+    cookie_name: &str,
+    token: &str,
+    mode: DataMode,
+) -> Result<Report, TokenError> {
     let untrusted = UntrustedToken::parse(token)?;
     let key_id = untrusted.key_id().to_owned();
     let claims = untrusted.open_raw(ring, cookie_name)?;
-    Ok(report(key_id, cookie_name, claims))
+    Ok(report(key_id, cookie_name, claims, mode))
 }
 
-fn report(key_id: String, cookie_name: &str, c: Claims<RawData>) -> Report {
+/// The data as the reference server's, when the bytes are exactly its encoding of a value
+/// (decoding refuses leftover bytes; encoding again must give the same bytes back).
+fn server_data(raw: &RawData) -> Option<SessionData> {
+    let data = raw.decode::<SessionData>().ok()?;
+    let again = postcard::to_allocvec(&data).ok()?;
+    (again == raw.as_bytes()).then_some(data)
+}
+
+fn report(key_id: String, cookie_name: &str, c: Claims<RawData>, mode: DataMode) -> Report {
+    let data = match mode {
+        DataMode::Auto | DataMode::Server => server_data(&c.data),
+        DataMode::App => None,
+    };
     Report {
         key_id,
         cookie_name: cookie_name.to_owned(),
@@ -226,7 +278,12 @@ fn report(key_id: String, cookie_name: &str, c: Claims<RawData>) -> Report {
         last_seen: rfc3339(c.last_seen),
         expires_at: rfc3339(c.expires_at),
         fingerprint: c.fingerprint.map(|f| hex(f.as_bytes())),
-        data: c.data.decode::<SessionData>().ok(),
+        data_owner: if data.is_some() {
+            DataOwner::ReferenceServer
+        } else {
+            DataOwner::Application
+        },
+        data,
         data_hex: hex(c.data.as_bytes()),
     }
 }
@@ -312,7 +369,7 @@ fn explain(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::users::Role;
+    use crate::auth::Role;
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use sealed_sessions::token::seal_token;
@@ -352,7 +409,7 @@ mod tests {
             elevated: true,
         };
         let token = seal_token(&r, DEFAULT_COOKIE_NAME, &claims(data)).unwrap();
-        let report = open(&r, DEFAULT_COOKIE_NAME, &token).unwrap();
+        let report = open(&r, DEFAULT_COOKIE_NAME, &token, DataMode::Auto).unwrap();
         let v = serde_json::to_value(&report).unwrap();
         assert_eq!(
             v,
@@ -367,6 +424,7 @@ mod tests {
                 "last_seen": "2026-01-01T00:01:00.000Z",
                 "expires_at": "2026-01-02T00:00:00.000Z",
                 "fingerprint": "0102030405060708",
+                "data_owner": "reference-server",
                 "data": {"role": "admin", "elevated": true},
                 "data_hex": "0101",
             })
@@ -374,18 +432,43 @@ mod tests {
     }
 
     #[test]
-    fn data_of_another_type_is_shown_as_hex_only() {
+    fn data_of_another_type_is_shown_as_hex_only_as_the_applications() {
         let r = ring(&[("k1", 1)]);
         let token = seal_token(&r, "sid", &claims(("tenant-9".to_owned(), 3u8))).unwrap();
-        let report = open(&r, "sid", &token).unwrap();
+        let report = open(&r, "sid", &token, DataMode::Auto).unwrap();
         assert!(report.data.is_none());
+        assert_eq!(report.data_owner, DataOwner::Application);
         assert_eq!(report.data_hex, format!("08{}03", hex(b"tenant-9")));
         let mut c = claims(());
         c.fingerprint = None;
         let token = seal_token(&r, "sid", &c).unwrap();
-        let v = serde_json::to_value(open(&r, "sid", &token).unwrap()).unwrap();
-        assert!(v["fingerprint"].is_null() && v["data"].is_null(), "{v}");
+        let v = serde_json::to_value(open(&r, "sid", &token, DataMode::Auto).unwrap()).unwrap();
+        assert!(v["fingerprint"].is_null() && v.get("data").is_none(), "{v}");
+        assert_eq!(v["data_owner"], "application");
         assert_eq!(v["data_hex"], "");
+    }
+
+    #[test]
+    fn data_that_starts_like_the_servers_but_goes_on_is_the_applications() {
+        let r = ring(&[("k1", 1)]);
+        // A role byte and a flag byte, as the server's data, then more.
+        let token = seal_token(&r, "sid", &claims((1u8, true, 7u8))).unwrap();
+        let report = open(&r, "sid", &token, DataMode::Auto).unwrap();
+        assert_eq!(report.data_owner, DataOwner::Application);
+        assert_eq!(report.data_hex, "010107");
+    }
+
+    #[test]
+    fn data_mode_app_never_decodes_even_data_shaped_like_the_servers() {
+        let r = ring(&[("k1", 1)]);
+        // Another application's (bool, bool) has the server's bytes exactly.
+        let token = seal_token(&r, "sid", &claims((true, true))).unwrap();
+        let auto = open(&r, "sid", &token, DataMode::Auto).unwrap();
+        assert_eq!(auto.data_owner, DataOwner::ReferenceServer);
+        let app = open(&r, "sid", &token, DataMode::App).unwrap();
+        assert_eq!(app.data_owner, DataOwner::Application);
+        assert!(app.data.is_none());
+        assert_eq!(app.data_hex, "0101");
     }
 
     #[test]
@@ -399,7 +482,7 @@ mod tests {
         raw[0] = 2;
         let future = URL_SAFE_NO_PAD.encode(&raw);
         let why = |token: &str, name: &str| {
-            let e = open(&r, name, token).unwrap_err();
+            let e = open(&r, name, token, DataMode::Auto).unwrap_err();
             explain(&e, &r, "keys/", name, &bare(token))
         };
         let cases = [
@@ -427,14 +510,14 @@ mod tests {
         }
         // The default name's failure points at the dev cookie name.
         assert!(why(&forged, DEFAULT_COOKIE_NAME).contains("--cookie-name session"));
-        assert!(open(&r, DEFAULT_COOKIE_NAME, &good).is_ok());
+        assert!(open(&r, DEFAULT_COOKIE_NAME, &good, DataMode::Auto).is_ok());
     }
 
     #[test]
     fn authentication_failure_names_the_pasted_cookie_when_it_differs() {
         let r = ring(&[("k1", 1)]);
         let token = seal_token(&r, "session", &claims(())).unwrap();
-        let e = open(&r, "other", &token).unwrap_err();
+        let e = open(&r, "other", &token, DataMode::Auto).unwrap_err();
         let pasted = Pasted {
             value: &token,
             name: Some("session"),

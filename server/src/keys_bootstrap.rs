@@ -126,24 +126,11 @@ pub fn load_with(
     if opts.danger_allow_loose_permissions {
         warn!(
             dir = %dir.display(),
-            "--danger-allow-loose-key-permissions: key files readable by group or others, and a key \
-             directory they can write to, are accepted"
+            "{LOOSE_FLAG}: key files readable by group or others, and a key directory they can \
+             write to, are accepted"
         );
     }
-    let ring = match KeyRing::load_dir(dir, opts) {
-        Ok(ring) => ring,
-        Err(e @ (KeyError::LoosePermissions { .. } | KeyError::LooseDirPermissions { .. })) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "loading session keys from {} (to accept such permissions anyway, pass \
-                 --danger-allow-loose-key-permissions)",
-                dir.display()
-            )));
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("loading session keys from {}", dir.display())));
-        }
-    };
+    let ring = load_dir(dir, opts)?;
     info!(keys = ?ring, dir = %dir.display(), "session keys loaded");
     Ok((ring, source))
 }
@@ -151,23 +138,50 @@ pub fn load_with(
 /// Loads the ring for an operator command (`inspect`): `SEALED_SESSIONS_KEYS` if set, else the
 /// directory as it is, with the same checks as `serve`. Never generates a key: an operator
 /// command must not change the key directory it is asked about.
-pub fn load_existing(dir: &Path) -> anyhow::Result<(KeyRing, KeySource)> {
+pub fn load_existing(dir: &Path, opts: &LoadOptions) -> anyhow::Result<(KeyRing, KeySource)> {
     let from_env = KeyRing::from_env(keys::ENV_VAR)
         .with_context(|| format!("invalid {} environment variable", keys::ENV_VAR))?;
-    load_existing_with(from_env, dir)
+    load_existing_with(from_env, dir, opts)
 }
 
 /// [`load_existing`] with the environment's ring passed in (for tests).
 pub fn load_existing_with(
     from_env: Option<KeyRing>,
     dir: &Path,
+    opts: &LoadOptions,
 ) -> anyhow::Result<(KeyRing, KeySource)> {
     if let Some(ring) = from_env {
         return Ok((ring, KeySource::Env));
     }
-    let ring = KeyRing::load_dir(dir, &LoadOptions::default())
-        .with_context(|| format!("loading session keys from {}", dir.display()))?;
-    Ok((ring, KeySource::Dir))
+    Ok((load_dir(dir, opts)?, KeySource::Dir))
+}
+
+/// The flag that accepts loose key permissions, named by every refusal of them.
+pub const LOOSE_FLAG: &str = "--danger-allow-loose-key-permissions";
+
+/// Loads the key directory with the checks `serve` makes at startup. A refusal names the
+/// directory; one for loose permissions names the command-line flag that accepts them
+/// ([`LOOSE_FLAG`]), not the library's option.
+pub fn load_dir(dir: &Path, opts: &LoadOptions) -> anyhow::Result<KeyRing> {
+    KeyRing::load_dir(dir, opts).map_err(|e| {
+        let loading = format!("loading session keys from {}", dir.display());
+        match e {
+            KeyError::LoosePermissions { path, mode, .. } => anyhow::anyhow!(
+                "key file {path} has mode {mode:04o}, which gives access to group or others; run \
+                 `chmod 600 {path}`, or pass {LOOSE_FLAG} to accept it",
+                path = path.display()
+            )
+            .context(loading),
+            KeyError::LooseDirPermissions { path, mode, .. } => anyhow::anyhow!(
+                "key directory {path} has mode {mode:04o}, which lets group or others add or \
+                 replace key files in it; run `chmod go-w {path}` (or `chmod 700 {path}`), or \
+                 pass {LOOSE_FLAG} to accept it",
+                path = path.display()
+            )
+            .context(loading),
+            other => anyhow::Error::new(other).context(loading),
+        }
+    })
 }
 
 /// With `--production`: why the keys cannot be loaded without generating one, if so. Lets
@@ -179,7 +193,7 @@ pub fn production_problem(has_env_ring: bool, dir: &Path) -> anyhow::Result<Opti
 fn no_keys_problem(dir: &Path) -> String {
     format!(
         "no session keys in {dir} and {var} is not set. Generating a key at startup would give \
-         every node a different key: create one with `sealed-sessions keygen --dir {dir} \
+         every node a different key: create one with `sealed-sessions keygen --keys {dir} \
          --primary` and give every node the same key files (or the same {var})",
         dir = dir.display(),
         var = keys::ENV_VAR,
@@ -340,15 +354,21 @@ mod tests {
     fn load_existing_never_generates_a_key() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("keys");
-        let msg = format!("{:#}", load_existing_with(None, &dir).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            load_existing_with(None, &dir, &LoadOptions::default()).unwrap_err()
+        );
         assert!(msg.contains("cannot read key directory"), "{msg}");
         assert!(!dir.exists());
         std::fs::create_dir(&dir).unwrap();
-        let msg = format!("{:#}", load_existing_with(None, &dir).unwrap_err());
+        let msg = format!(
+            "{:#}",
+            load_existing_with(None, &dir, &LoadOptions::default()).unwrap_err()
+        );
         assert!(msg.contains("no key files"), "{msg}");
         assert!(keys::list_dir(&dir).unwrap().is_empty());
         let ring = KeyRing::single(KeyId::new("envkey").unwrap(), Key::generate().unwrap());
-        let (got, source) = load_existing_with(Some(ring), &dir).unwrap();
+        let (got, source) = load_existing_with(Some(ring), &dir, &LoadOptions::default()).unwrap();
         assert_eq!(
             (got.primary_id().as_str(), source),
             ("envkey", KeySource::Env)

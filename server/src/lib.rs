@@ -8,18 +8,17 @@
 //! - `inspect`: the `inspect` command: a cookie's claims, or why it does not open.
 //! - `revoke`: the `revoke` command: logout everywhere or one session, through Redis.
 //! - `keys_bootstrap`: the key ring from the environment or the key directory.
-//! - `users`: the users file, demo users, argon2id hashing and the bounded verifier.
-//! - `throttle`: failed-login counters per username and per client IP.
+//! - `auth`: who may log in: the users file and its format (fuzzed), the store, demo users,
+//!   argon2id hashing and the password rules, the bounded verifier, the login throttle.
 //! - `routes`: the application state and [`routes::build_router`].
 //! - `body_limit`: the request body limit, free for requests without a body.
 //! - `prometheus`: the `/metrics` exporter (the library records through the `metrics` facade).
-//! - `users_file`: the users file format (TOML, argon2id hashes), parsed and checked without
-//!   touching the file system, so it can be fuzzed.
 //! - `page.html`: the browser page served at `/`.
 //!
 //! [`run`] owns the accept loop (rather than `axum::serve`) to set hyper's header read timeout.
 
 pub mod admin;
+pub mod auth;
 pub mod body_limit;
 pub mod config;
 pub mod handlers;
@@ -29,9 +28,6 @@ pub mod prometheus;
 pub mod revoke;
 pub mod routes;
 pub mod serve;
-pub mod throttle;
-pub mod users;
-pub mod users_file;
 
 use std::future::Future;
 use std::io;

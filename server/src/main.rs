@@ -22,10 +22,10 @@ struct Cli {
 enum Command {
     /// Run the reference server.
     Serve(Box<ServeConfig>),
-    /// Read a password (no echo; or one line from a pipe) and print its argon2id hash for a
-    /// users file.
+    /// Read a password (no echo; or one line from a pipe), check it against the rules
+    /// `POST /password` applies (8 to 1024 bytes), and print its argon2id hash for a users file.
     HashPassword,
-    /// Write a new session key file.
+    /// Write a new session key file into the key directory (--keys).
     Keygen(KeygenArgs),
     /// Inspect a key directory.
     Keys {

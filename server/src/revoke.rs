@@ -4,6 +4,12 @@
 //! The command starts a [`RedisRevocations`] like a node does, makes the one write through the
 //! [`RevocationBackend`] trait, and stops. It reports success only once Redis has accepted the
 //! write; otherwise it fails, and running it again is harmless.
+//!
+//! Before writing, it looks for the prefix's keys in that Redis: every server sets an epoch key
+//! at its first connection, and the events stream exists from the first revocation. With
+//! neither, no server uses this Redis under this prefix (a wrong `--redis-prefix`, or another
+//! Redis): the command warns, then records the revocation anyway (it is harmless there, and
+//! servers started later with that prefix will enforce it).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -172,6 +178,22 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
         .context("give --redis, --redis-cluster or --redis-sentinel")?
         .with_prefix(args.redis_prefix.clone());
     let shown = config.target.to_string();
+    let keys = [
+        format!("{}{{{}}}:events", config.prefix, config.hash_tag),
+        format!("{}{{{}}}:epoch", config.prefix, config.hash_tag),
+    ];
+    match prefix_keys_present(&args.redis, &keys, args.timeout).await {
+        Ok(0) => eprintln!(
+            "warning: Redis at {shown} holds no revocation stream under the prefix {:?}: no \
+             server has used this prefix there. Check --redis-prefix and --redis against the \
+             servers' flags; servers on another prefix or another Redis will not see this \
+             revocation",
+            args.redis_prefix
+        ),
+        Ok(_) => {}
+        // The write below reports an unreachable Redis in its own words.
+        Err(e) => tracing::debug!(error = %e, "could not look for the prefix's keys"),
+    }
     config.startup_wait = STARTUP_WAIT;
     config.op_timeout = args.timeout;
     let backend = RedisRevocations::connect(config)
@@ -189,6 +211,89 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
             args.redis_prefix
         )
     })
+}
+
+/// How many of `keys` exist in the Redis the flags name (one round trip; the keys share a hash
+/// tag, so a Cluster answers it from one node).
+async fn prefix_keys_present(
+    flags: &RedisFlags,
+    keys: &[String],
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    let certs = flags.redis_certificates()?;
+    let client = |url: &str| match &certs {
+        Some(c) => redis::Client::build_with_tls(url, c.clone()),
+        None => redis::Client::open(url),
+    };
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut exists = redis::cmd("EXISTS");
+    exists.arg(keys);
+    if let Some(url) = &flags.redis {
+        let mut conn = client(url.expose())?
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        return Ok(exists.query_async(&mut conn).await?);
+    }
+    if !flags.redis_cluster.is_empty() {
+        let seeds: Vec<&str> = flags.redis_cluster.iter().map(|u| u.expose()).collect();
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds);
+        if let Some(c) = certs.clone() {
+            builder = builder.certs(c);
+        }
+        let cluster_cfg = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let mut conn = builder
+            .build()?
+            .get_async_connection_with_config(cluster_cfg)
+            .await?;
+        return Ok(exists.query_async(&mut conn).await?);
+    }
+    let master = flags
+        .redis_sentinel_master
+        .as_deref()
+        .context("--redis-sentinel needs --redis-sentinel-master")?;
+    let mut last = anyhow::anyhow!("no sentinel given");
+    for sentinel in &flags.redis_sentinel {
+        let primary = async {
+            let sentinel = client(sentinel.expose())?;
+            let mut s = sentinel
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await?;
+            let (host, port): (String, u16) = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master)
+                .query_async(&mut s)
+                .await?;
+            // The primary is reached with the sentinel URL's scheme, credentials and database.
+            let base = sentinel.get_connection_info().clone();
+            let addr = match base.addr() {
+                redis::ConnectionAddr::TcpTls { .. } => redis::ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: false,
+                    tls_params: None,
+                },
+                _ => redis::ConnectionAddr::Tcp(host, port),
+            };
+            let info = base.set_addr(addr);
+            let primary = match &certs {
+                Some(c) => redis::Client::build_with_tls(info, c.clone())?,
+                None => redis::Client::open(info)?,
+            };
+            let mut conn = primary
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await?;
+            anyhow::Ok(exists.clone().query_async::<u64>(&mut conn).await?)
+        };
+        match primary.await {
+            Ok(n) => return Ok(n),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// What to revoke, and until when.

@@ -16,9 +16,9 @@ use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::auth::throttle::LoginThrottle;
+use super::auth::{PasswordVerifier, Role, UserStore};
 use super::body_limit::{BodyLimit, BodyLimitLayer};
-use super::throttle::LoginThrottle;
-use super::users::{PasswordVerifier, Role, UserStore};
 use tower::Layer as _;
 
 /// The browser page: static, no build step.
@@ -286,7 +286,7 @@ async fn page() -> Response {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use crate::throttle::ThrottleConfig;
+    use crate::auth::throttle::ThrottleConfig;
     use axum::body::Body;
     use http::Request;
     use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing};
@@ -360,6 +360,11 @@ pub(crate) mod tests {
             "logout-everywhere-button",
             "stepup-button",
             "me-refresh-button",
+            "elevate-button",
+            "session-list",
+            "password-form",
+            "me-idle-expires-at",
+            "me-expires-at",
         ] {
             assert!(html.contains(&format!("id=\"{id}\"")), "missing #{id}");
         }

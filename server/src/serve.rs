@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sealed_sessions::clock::SystemClock;
-use sealed_sessions::keys::LoadOptions;
 use sealed_sessions::revocation::{RedisRevocations, RevocationBackend};
 use sealed_sessions::session_index::{MemorySessionIndex, RedisSessionIndex, SessionIndex};
 use sealed_sessions::{LayerOptions, MemoryRevocations, SessionEngine, TrustedProxies};
@@ -17,11 +16,12 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use super::auth::demo::DEMO_USERS;
+use super::auth::throttle::{LoginThrottle, ThrottleConfig};
+use super::auth::{PasswordVerifier, UserStore};
 use super::config::{LogFormat, ServeConfig};
 use super::keys_bootstrap::EnvKeys;
 use super::routes::{AppState, BodyLimits, build_router};
-use super::throttle::{LoginThrottle, ThrottleConfig};
-use super::users::{DEMO_USERS, PasswordVerifier, UserStore};
 use super::{ServerOptions, keys_bootstrap, run_with};
 
 /// Runs the server until SIGTERM or Ctrl-C. `env_keys` is `SEALED_SESSIONS_KEYS`, already taken
@@ -38,7 +38,7 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
     if config.production {
         problems.extend(keys_bootstrap::production_problem(
             env_ring.is_some(),
-            &config.keys_dir,
+            &config.keys.dir,
         )?);
     }
     if !problems.is_empty() {
@@ -55,12 +55,10 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Handlers first, so a signal that arrives once the port is announced is not fatal.
         let shutdown = shutdown_signal()?;
-        let key_options = LoadOptions {
-            danger_allow_loose_permissions: config.danger_allow_loose_key_permissions,
-        };
+        let key_options = config.keys.load_options();
         let (keys, _source) = keys_bootstrap::load_with(
             env_ring,
-            &config.keys_dir,
+            &config.keys.dir,
             config.production,
             &key_options,
         )?;

@@ -131,9 +131,9 @@ fn keygen(dir: &Path) {
     keygen_with(dir, &["--primary"]);
 }
 
-/// `keygen --dir dir` with `args`, which must succeed.
+/// `keygen --keys dir` with `args`, which must succeed.
 fn keygen_with(dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = run(cmd().arg("keygen").args(args).arg("--dir").arg(dir));
+    let out = run(cmd().arg("keygen").args(args).arg("--keys").arg(dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
     out
 }
@@ -190,11 +190,64 @@ fn hash_password_refuses_an_empty_password() {
         assert!(!out.status.success());
         assert!(out.stdout.is_empty());
         assert!(
-            text(&out.stderr).contains("refusing an empty password"),
+            text(&out.stderr).contains("password too short: 0 bytes, at least 8 needed"),
             "{}",
             text(&out.stderr)
         );
     }
+}
+
+#[test]
+fn hash_password_refuses_passwords_outside_8_to_1024_bytes() {
+    let seven = hash_password_with_stdin(b"1234567\n");
+    assert!(!seven.status.success() && seven.stdout.is_empty());
+    assert!(
+        text(&seven.stderr).contains("password too short: 7 bytes, at least 8 needed"),
+        "{}",
+        text(&seven.stderr)
+    );
+    let long = hash_password_with_stdin(format!("{}\n", "x".repeat(1025)).as_bytes());
+    assert!(!long.status.success() && long.stdout.is_empty());
+    assert!(
+        text(&long.stderr).contains("password too long: more than 1024 bytes"),
+        "{}",
+        text(&long.stderr)
+    );
+    // The bounds themselves are allowed (bytes, not characters: four 2-byte letters are 8).
+    for ok in ["12345678".to_owned(), "éééé".to_owned(), "x".repeat(1024)] {
+        let out = hash_password_with_stdin(format!("{ok}\n").as_bytes());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+/// Every command that reads or writes the key directory takes it as `--keys`, and its help
+/// shows no other name (`--dir` still parses, hidden, for old scripts).
+#[test]
+fn every_key_directory_command_takes_keys_and_shows_no_other_name() {
+    for command in [&["serve"][..], &["keygen"], &["keys", "list"], &["inspect"]] {
+        let out = run(cmd().args(command).arg("--help"));
+        assert!(out.status.success(), "{command:?}: {}", text(&out.stderr));
+        let help = text(&out.stdout);
+        assert!(help.contains("--keys <DIR>"), "{command:?}:\n{help}");
+        assert!(!help.contains("--dir"), "{command:?}:\n{help}");
+        assert!(!help.contains("--key-dir"), "{command:?}:\n{help}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keygen_with(&dir, &["--primary", "--id", "k1"]);
+    let out = run(cmd().args(["keygen", "--id", "k2", "--dir"]).arg(&dir));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("k2.key").exists());
+}
+
+#[test]
+fn serve_help_mentions_no_hidden_flag() {
+    let out = run(cmd().args(["serve", "--help"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let help = text(&out.stdout);
+    // --port-file is hidden (for tests and scripts): the help must not send readers to it.
+    assert!(!help.contains("port-file"), "{help}");
+    assert!(help.contains("--listen <ADDR>"), "{help}");
 }
 
 #[test]
@@ -214,7 +267,7 @@ fn keygen_writes_a_private_key_file_and_keys_list_shows_id_and_primary_but_no_by
     // A second, non-primary key.
     keygen_not_primary(&dir);
 
-    let out = run(cmd().args(["keys", "list", "--dir"]).arg(&dir));
+    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
     let line = listing
@@ -269,7 +322,7 @@ fn keys_list_shows_each_key_files_age_from_its_modification_time() {
         .set_modified(std::time::SystemTime::now() - set_back)
         .unwrap();
 
-    let out = run(cmd().args(["keys", "list", "--dir"]).arg(&dir));
+    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
     // Whole seconds, so the listed age lies between the age set and that plus the time since.
@@ -293,7 +346,7 @@ fn keygen_not_primary(dir: &Path) {
 #[test]
 fn keygen_refuses_to_overwrite_an_existing_key() {
     let tmp = tempfile::tempdir().unwrap();
-    let args = ["keygen", "--id", "k1", "--dir"];
+    let args = ["keygen", "--id", "k1", "--keys"];
     assert!(run(cmd().args(args).arg(tmp.path())).status.success());
     let out = run(cmd().args(args).arg(tmp.path()));
     assert!(!out.status.success());
@@ -309,7 +362,7 @@ fn serve_production_with_an_empty_key_dir_refuses_with_a_clear_message() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
-    let users = users_file(tmp.path(), "pw");
+    let users = users_file(tmp.path(), "carol-password");
     let out = run(cmd()
         .args(["serve", "--production", "--listen", "127.0.0.1:0", "--keys"])
         .arg(&keys)
@@ -321,7 +374,7 @@ fn serve_production_with_an_empty_key_dir_refuses_with_a_clear_message() {
         err.contains("refusing to start with --production") && err.contains("no session keys"),
         "{err}"
     );
-    assert!(err.contains("sealed-sessions keygen --dir"), "{err}");
+    assert!(err.contains("sealed-sessions keygen --keys"), "{err}");
     assert_eq!(
         std::fs::read_dir(&keys).unwrap().count(),
         0,
@@ -555,7 +608,7 @@ fn serve_takes_keys_from_the_environment_over_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     let port_file = tmp.path().join("addr");
-    let users = users_file(tmp.path(), "pw");
+    let users = users_file(tmp.path(), "carol-password");
     // 32 zero bytes: fine for a test, never for a deployment.
     let env_keys = format!("envk:{}", "A".repeat(43) + "=");
     let mut child = ChildGuard(
@@ -617,7 +670,7 @@ fn serve_production_refuses_a_cookie_name_without_the_host_prefix() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     keygen(&keys);
-    let users = users_file(tmp.path(), "pw");
+    let users = users_file(tmp.path(), "carol-password");
     let args = |name: &'static str| -> Vec<&OsStr> {
         vec![
             "--production".as_ref(),

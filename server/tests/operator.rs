@@ -12,9 +12,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use sealed_sessions::keys::{self, KEY_FILE_EXT};
-use sealed_sessions::{Key, KeyId};
+use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, SessionEngine};
 use support::bin::{cmd, run, run_with_stdin, text};
-use support::http::{eventually, login, me, value};
+use support::http::{eventually, http, login, me, value};
 use support::server::Server;
 
 fn dev_server(work: &Path, name: &str, extra: &[&OsStr]) -> Server {
@@ -71,6 +71,7 @@ fn inspect_shows_a_server_cookie_from_the_argument_a_pair_or_a_pasted_cookie_hea
         serde_json::json!({"role": "admin", "elevated": false})
     );
     assert_eq!(v["data_hex"], "0100");
+    assert_eq!(v["data_owner"], "reference-server");
     assert!(v["fingerprint"].is_null());
     assert!(v["version"].is_u64());
     for field in ["auth_time", "last_seen"] {
@@ -86,6 +87,65 @@ fn inspect_shows_a_server_cookie_from_the_argument_a_pair_or_a_pasted_cookie_hea
         let out = run_with_stdin(&mut inspect(&keys, &["-"]), input.as_bytes());
         assert_eq!(json(&out), v, "{input}");
     }
+}
+
+/// A cookie of another application on the same library, sealed with `ring` under the default
+/// cookie name: its data is `(tenant, 3)`.
+fn app_cookie(ring: KeyRing) -> String {
+    let engine: SessionEngine<(String, u8)> = SessionEngine::new(EngineConfig::default(), ring);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let issued = runtime
+        .block_on(engine.issue("bob", ("tenant-9".to_owned(), 3), None))
+        .unwrap();
+    issued.token
+}
+
+#[test]
+fn inspect_shows_another_applications_data_as_hex_and_says_it_is_the_applications() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = Key::generate().unwrap();
+    let env = format!("app1:{}", key.to_base64().as_str());
+    let token = app_cookie(KeyRing::single(KeyId::new("app1").unwrap(), key));
+    let with_env = |args: &[&str]| {
+        let mut c = inspect(&tmp.path().join("unused"), args);
+        c.env(keys::ENV_VAR, &env);
+        run(&mut c)
+    };
+
+    let out = with_env(&[&token]);
+    let v = json(&out);
+    assert_eq!(v["user"], "bob");
+    assert_eq!(v["data_owner"], "application");
+    assert!(v.get("data").is_none(), "{v}");
+    // postcard: the string's length, its bytes, then the number.
+    assert_eq!(v["data_hex"], "0874656e616e742d3903");
+    assert!(
+        text(&out.stderr).contains("the data is the application's"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Asked to decode it as the server's: refused, saying whose it is.
+    let err = failed(&with_env(&["--data", "server", &token]));
+    assert!(
+        err.contains("does not decode as the reference server's session data")
+            && err.contains("--data app"),
+        "{err}"
+    );
+
+    // --data app never decodes, not even a server cookie.
+    let server = dev_server(tmp.path(), "s", &[]);
+    let cookie = login(server.addr, "admin", "admin-password");
+    let out = run(&mut inspect(
+        &tmp.path().join("keys-s"),
+        &["--data", "app", "--cookie-name", "session", value(&cookie)],
+    ));
+    let v = json(&out);
+    assert_eq!(v["data_owner"], "application");
+    assert!(v.get("data").is_none(), "{v}");
+    assert_eq!(v["data_hex"], "0100");
 }
 
 #[test]
@@ -154,6 +214,46 @@ fn inspect_says_why_a_token_does_not_open_and_exits_nonzero() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// hash-password
+// ---------------------------------------------------------------------------------------------
+
+/// One rule set: what `POST /password` refuses as a new password, `hash-password` refuses in
+/// the same words, and what one accepts the other does.
+#[test]
+fn hash_password_and_post_password_refuse_the_same_passwords_in_the_same_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = dev_server(tmp.path(), "s", &[]);
+    let cookie = login(server.addr, "alice", "alice-password");
+    let change = |new: &str| {
+        let body = serde_json::json!({
+            "current_password": "alice-password",
+            "new_password": new,
+        })
+        .to_string();
+        http(server.addr, "POST", "/password", Some(&cookie), Some(&body))
+    };
+    let hash = |password: &str| {
+        run_with_stdin(
+            cmd().arg("hash-password"),
+            format!("{password}\n").as_bytes(),
+        )
+    };
+    for bad in ["", "1234567", &"x".repeat(1025)] {
+        let r = change(bad);
+        assert_eq!((r.status, r.code().as_str()), (400, "BAD_REQUEST"), "{r:?}");
+        let said = r.json()["error"].as_str().unwrap().to_owned();
+        let rule = said.strip_prefix("new ").unwrap_or(&said);
+        assert!(rule.starts_with("password too "), "{said}");
+        let err = failed(&hash(bad));
+        assert!(err.contains(rule), "{rule:?} not in {err}");
+    }
+    let shortest = "8 bytes!";
+    assert!(hash(shortest).status.success());
+    let r = change(shortest);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Key directory mistakes: inspect, keys list and serve each refuse, naming the problem.
 // ---------------------------------------------------------------------------------------------
 
@@ -186,7 +286,7 @@ fn all_three(dir: &Path, env: &[(&str, &str)]) -> [(&'static str, String); 3] {
     };
     let open = with_env(inspect(dir, &[ANY_TOKEN]));
     let mut list = cmd();
-    list.args(["keys", "list", "--dir"]).arg(dir);
+    list.args(["keys", "list", "--keys"]).arg(dir);
     let list = with_env(list);
     let mut serve = cmd();
     serve
@@ -313,6 +413,44 @@ fn a_key_file_readable_by_others_is_refused_by_every_command() {
     assert_all_say(&results, &["mode 0644", &format!("chmod 600 {path}")]);
 }
 
+/// The refusal names the flag an operator can pass, not the library's option, and every
+/// command that reads the directory takes that flag.
+#[cfg(unix)]
+#[test]
+fn loose_key_permissions_are_refused_naming_the_command_line_flag_that_accepts_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loose_file = tmp.path().join("file");
+    put_key(&loose_file, "k1", 0o640);
+    let loose_dir = tmp.path().join("dir");
+    put_key(&loose_dir, "k1", 0o600);
+    set_mode(&loose_dir, 0o775);
+    for dir in [&loose_file, &loose_dir] {
+        let results = all_three(dir, &[]);
+        assert_all_say(&results, &["--danger-allow-loose-key-permissions"]);
+        for (name, err) in &results {
+            assert!(
+                !err.contains("danger_allow_loose_permissions"),
+                "{name} names the library field: {err}"
+            );
+        }
+        // With the flag, inspect and keys list read the directory as serve would.
+        let out = run(cmd()
+            .args([
+                "keys",
+                "list",
+                "--danger-allow-loose-key-permissions",
+                "--keys",
+            ])
+            .arg(dir));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let err = failed(&run(&mut inspect(
+            dir,
+            &["--danger-allow-loose-key-permissions", ANY_TOKEN],
+        )));
+        assert!(err.contains("cannot open the token"), "{err}");
+    }
+}
+
 #[test]
 fn keys_list_lists_what_it_refuses_and_shows_environment_keys() {
     let tmp = tempfile::tempdir().unwrap();
@@ -320,7 +458,7 @@ fn keys_list_lists_what_it_refuses_and_shows_environment_keys() {
     put_key(&dir, "k1", 0o600);
     put_key(&dir, "k2", 0o644);
     std::fs::write(dir.join("PRIMARY"), "k2\n").unwrap();
-    let out = run(cmd().args(["keys", "list", "--dir"]).arg(&dir));
+    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
     assert!(!out.status.success());
     let listing = text(&out.stdout);
     assert!(
@@ -348,7 +486,7 @@ fn keys_list_lists_what_it_refuses_and_shows_environment_keys() {
     );
     let out = run(cmd()
         .env(keys::ENV_VAR, &value)
-        .args(["keys", "list", "--dir"])
+        .args(["keys", "list", "--keys"])
         .arg(&dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
@@ -373,14 +511,14 @@ fn keygen_next_to_a_lone_key_keeps_it_primary_so_the_directory_still_loads() {
     let dir = tmp.path().join("keys");
     // A hand-made key: primary because it is alone, with no PRIMARY file.
     put_key(&dir, "k1", 0o600);
-    let out = run(cmd().args(["keygen", "--id", "k2", "--dir"]).arg(&dir));
+    let out = run(cmd().args(["keygen", "--id", "k2", "--keys"]).arg(&dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("k1 stays primary"),
         "{}",
         text(&out.stdout)
     );
-    let out = run(cmd().args(["keys", "list", "--dir"]).arg(&dir));
+    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
     assert!(
@@ -402,7 +540,7 @@ const NO_REDIS_WARNING: &str = "--production without --redis";
 fn production_server(work: &Path, extra: &[&OsStr]) -> Server {
     let keys = work.join("keys");
     support::bin::keygen(&keys);
-    let hash = support::bin::hash_password("pw");
+    let hash = support::bin::hash_password("carol-password");
     let users = support::bin::users_file(work, &[("carol", "user", &hash)]);
     Server::builder()
         .keys(&keys)
@@ -492,6 +630,11 @@ fn revoke_user_logs_the_user_out_everywhere_through_redis() {
 
     let out = revoke(&url, &["--user", "alice"]);
     let v = json(&out);
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(v["revoked"], "user");
     assert_eq!(v["user"], "alice");
     assert!(v["version"].as_u64().unwrap() > 0, "{v}");
@@ -541,6 +684,11 @@ fn revoke_session_revokes_that_session_only_under_the_servers_prefix() {
         ],
     );
     let v = json(&out);
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(v["revoked"], "session");
     assert_eq!(v["session_id"], sid.as_str());
     let until = humantime::parse_rfc3339(v["until"].as_str().unwrap()).unwrap();
@@ -552,6 +700,47 @@ fn revoke_session_revokes_that_session_only_under_the_servers_prefix() {
 
     until_revoked(&server, &stolen);
     assert_eq!(me(server.addr, &other).status, 200);
+}
+
+/// A prefix no server uses in that Redis (a typo, or the wrong Redis): the revocation is
+/// recorded, with a warning that the servers will not see it; the servers' prefix gets none.
+#[test]
+fn revoke_warns_when_the_prefix_holds_no_stream() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let extra: [&OsStr; 4] = [
+        "--redis".as_ref(),
+        url.as_ref(),
+        "--redis-prefix".as_ref(),
+        "tenant-a".as_ref(),
+    ];
+    let server = dev_server(tmp.path(), "s", &extra);
+    let cookie = login(server.addr, "alice", "alice-password");
+
+    let out = revoke(&url, &["--redis-prefix", "tenant-b", "--user", "alice"]);
+    assert_eq!(json(&out)["revoked"], "user");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: Redis at")
+            && err.contains("holds no revocation stream under the prefix \"tenant-b\"")
+            && err.contains("--redis-prefix"),
+        "{err}"
+    );
+    // Indeed not seen by the server.
+    assert_eq!(me(server.addr, &cookie).status, 200);
+
+    // The servers' prefix, before any revocation was made under it: no warning.
+    let out = revoke(&url, &["--redis-prefix", "tenant-a", "--user", "alice"]);
+    assert_eq!(json(&out)["revoked"], "user");
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    until_revoked(&server, &cookie);
 }
 
 #[test]

@@ -96,7 +96,7 @@ fn set_primary(node: &Node, id: &str) {
 
 fn keygen(node: &Node, id: &str, primary: bool) {
     let mut c = cmd();
-    c.args(["keygen", "--id", id, "--dir"]).arg(&node.keys);
+    c.args(["keygen", "--id", id, "--keys"]).arg(&node.keys);
     if primary {
         c.arg("--primary");
     }

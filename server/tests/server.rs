@@ -308,6 +308,7 @@ async fn login_issues_a_new_session_cookie_that_me_describes() {
             "created_at",
             "elevated",
             "expires_at",
+            "idle_expires_at",
             "role",
             "session_id",
             "user"
@@ -330,6 +331,11 @@ async fn login_issues_a_new_session_cookie_that_me_describes() {
         .duration_since(time(&body["created_at"]))
         .unwrap();
     assert_eq!(lifetime, Duration::from_secs(24 * 3600));
+    // Not renewed since login: the session idles out 30 min (the idle timeout) after it.
+    let idle = time(&body["idle_expires_at"])
+        .duration_since(time(&body["created_at"]))
+        .unwrap();
+    assert_eq!(idle, Duration::from_secs(30 * 60));
     // Renewal is not due yet: no cookie on an ordinary response.
     r.assert_no_cookie();
 

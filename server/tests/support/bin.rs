@@ -120,7 +120,7 @@ pub fn users_file(dir: &Path, users: &[(&str, &str, &str)]) -> PathBuf {
 pub fn keygen(dir: &Path) -> PathBuf {
     let out = run_with_stdin(
         cmd()
-            .args(["keygen", "--primary", "--id", "k1", "--dir"])
+            .args(["keygen", "--primary", "--id", "k1", "--keys"])
             .arg(dir),
         b"",
     );

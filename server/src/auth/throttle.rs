@@ -38,9 +38,9 @@
 //!   table when it is let through, and when none is left that attempt is refused — the throttle
 //!   fails closed for that username until a lock expires — instead of evicting anyone's lock.
 //!
-//! Measured 2026-12-02 on a shared 2-core machine (`cargo test --release --bin sealed-sessions
-//! throttle::tests::memory -- --ignored --nocapture`, growth of the resident set): about
-//! 1 KB per username with its counter, its address's counter and its lock, of which the lock is
+//! Measured 2026-12-02 on a shared 2-core machine (`cargo test --release -p
+//! sealed-sessions-server --lib auth::throttle::tests::memory -- --ignored --nocapture`, growth
+//! of the resident set): about 1 KB per username with its counter, its address's counter and its lock, of which the lock is
 //! 140 bytes. At the defaults the worst case is thus about 100 MB (both tables full and 100 000
 //! locks), and a lock table full of live locks alone is 14 MB.
 
@@ -827,8 +827,8 @@ mod tests {
     }
 
     /// Resident memory per entry, measured, not asserted: run alone, in release, with
-    /// `cargo test --release -p sealed-sessions-server --lib throttle::tests::memory -- --ignored
-    /// --nocapture`. Fills the counter tables and the lock table with `N` entries each.
+    /// `cargo test --release -p sealed-sessions-server --lib auth::throttle::tests::memory --
+    /// --ignored --nocapture`. Fills the counter tables and the lock table with `N` entries each.
     #[test]
     #[ignore = "a measurement: run alone, see the doc comment"]
     fn memory_per_entry() {
