@@ -42,7 +42,7 @@ pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 /// Most expired entries swept, and most over-limit entries evicted, by one
 /// [`SessionIndex::add`]. Bounds the work of one login; a login adds one entry, so an index
 /// never falls behind.
-pub const BATCH: usize = 128;
+pub(crate) const BATCH: usize = 128;
 
 /// One live session of a user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
