@@ -14,7 +14,7 @@
 //! of names can be precomputed.
 //!
 //! [`Auditor`] is the one way to emit them: each method logs the event, counts it through
-//! [`metrics`](crate::metrics) and, for fingerprint mismatches and failed logins, feeds the
+//! [`metrics`] and, for fingerprint mismatches and failed logins, feeds the
 //! [`AnomalyDetector`]. The session layer and the extractors hold one; an application gets it
 //! from the layer (`SessionLayer::auditor`) to report failed logins and throttling.
 
@@ -237,7 +237,7 @@ impl AnomalyDetector {
     }
 }
 
-/// Logs audit events, counts them through the [`metrics`](crate::metrics) facade and runs the
+/// Logs audit events, counts them through the [`metrics`] facade and runs the
 /// [`AnomalyDetector`]. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Auditor {

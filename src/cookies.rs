@@ -160,7 +160,7 @@ impl CookieSettings {
 
     /// Every value of this cookie in a `Cookie` request header, in order. Malformed pairs are
     /// skipped.
-    pub(crate) fn values_in<'h>(&'h self, header: &'h str) -> impl Iterator<Item = &'h str> + 'h {
+    pub fn values_in<'h>(&'h self, header: &'h str) -> impl Iterator<Item = &'h str> + 'h {
         header.split(';').filter_map(move |pair| {
             let (name, value) = pair.split_once('=')?;
             (name.trim() == self.name).then(|| value.trim().trim_matches('"'))

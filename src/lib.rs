@@ -44,6 +44,9 @@
 
 // The library has no unsafe code; only the binary's `main` may (see Cargo.toml's lints).
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` (Cargo.toml's `[package.metadata.docs.rs]`): each
+// feature-gated item then says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! # HTTP
 //! [`SessionLayer`] validates the cookie once per request; the [`extract`] types hand the result
@@ -93,15 +96,18 @@ pub mod cookies;
 pub mod engine;
 mod events;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 pub mod fingerprint;
 pub mod keys;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod layer;
 pub mod metrics;
 #[cfg(feature = "redis")]
 mod redis_conn;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_topology;
 mod report;
 pub mod revocation;
@@ -120,6 +126,11 @@ pub use revocation::{MemoryRevocations, RevocationBackend};
 pub use rng::RandomError;
 
 pub use client_ip::TrustedProxies;
+
+pub use fingerprint::FingerprintMode;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use layer::{LayerOptions, SessionLayer};
 
 /// Internals that the fuzz targets (`fuzz/`) drive directly. Not part of the API: anything here
 /// may change or go in any release.
@@ -151,6 +162,3 @@ pub mod __fuzz {
         crate::layer::session_from_cookie_headers(engine, headers, fingerprint)
     }
 }
-pub use fingerprint::FingerprintMode;
-#[cfg(feature = "axum")]
-pub use layer::{LayerOptions, SessionLayer};

@@ -22,16 +22,20 @@ impl fmt::Display for Chain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::revocation::{RevocationError, StoreError};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("middle")]
+    struct Middle(#[source] std::io::Error);
 
     #[test]
-    fn chain_shows_every_cause_once() {
+    fn chain_shows_every_cause_once_in_order() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let e = RevocationError::Unavailable(StoreError::new(io));
-        assert_eq!(e.to_string(), "revocation store unavailable");
-        assert_eq!(
-            Chain(&e).to_string(),
-            "revocation store unavailable: refused"
-        );
+        let e = Outer(Middle(io));
+        assert_eq!(e.to_string(), "outer");
+        assert_eq!(Chain(&e).to_string(), "outer: middle: refused");
     }
 }

@@ -38,6 +38,7 @@ impl Expiring for UserEntry {
 
 /// A live entry of the list, as re-published to a shared store.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum LiveEntry {
     /// A revoked session id and when it can be forgotten.
     Session {
@@ -197,6 +198,7 @@ impl MemoryRevocations {
     }
 
     /// Every entry still in force at `now`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn live_entries(&self, now: UnixMillis) -> Vec<LiveEntry> {
         let secs = now.0 / 1000;
         let mut out = Vec::new();

@@ -22,6 +22,7 @@
 mod filter;
 pub mod memory;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod table;
 
@@ -31,6 +32,7 @@ use std::sync::Arc;
 
 pub use memory::MemoryRevocations;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisConfig, RedisRevocations, SyncPhase};
 
 use crate::claims::SessionId;
@@ -182,5 +184,25 @@ pub trait RevocationBackend: Send + Sync + 'static {
     /// [`RevocationError::Unavailable`] when the node could not catch up in time.
     fn barrier(&self) -> BoxFuture<'_, Result<(), RevocationError>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_store_failure_keeps_its_cause_as_the_source_not_in_the_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = RevocationError::from(StoreError::new(io));
+        assert_eq!(e.to_string(), "revocation store unavailable");
+        let store = e.source().map(ToString::to_string);
+        assert_eq!(store.as_deref(), Some("refused"));
+        let behind = RevocationError::from(StoreError::behind());
+        assert_eq!(
+            behind.source().map(ToString::to_string).as_deref(),
+            Some("this node has not applied the latest revocations yet")
+        );
     }
 }

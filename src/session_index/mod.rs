@@ -34,6 +34,7 @@ use crate::revocation::{BoxFuture, RevocationError};
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisSessionIndex;
 
 /// The server's default concurrent-session limit (`--max-sessions-per-user`).
@@ -42,7 +43,7 @@ pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 /// Most expired entries swept, and most over-limit entries evicted, by one
 /// [`SessionIndex::add`]. Bounds the work of one login; a login adds one entry, so an index
 /// never falls behind.
-pub(crate) const BATCH: usize = 128;
+pub const BATCH: usize = 128;
 
 /// One live session of a user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
