@@ -8,14 +8,15 @@
 //!
 //! A failed or throttled login for a name that is no account logs `user_hash` instead of
 //! `user`: what the client typed may be a password entered in the wrong field. The hash
-//! ([`user_hash`]) is keyed with a random key made at process start, so it links the attempts
-//! on one name within one node's process lifetime — enough to see a burst — and nothing else:
-//! other nodes and restarts hash differently, and no dictionary of names can be precomputed.
+//! (HMAC-SHA256, the first 8 bytes as 16 hex digits) is keyed with a random key made at process
+//! start, so it links the attempts on one name within one node's process lifetime — enough to
+//! see a burst — and nothing else: other nodes and restarts hash differently, and no dictionary
+//! of names can be precomputed.
 //!
-//! The free functions only log. [`Auditor`] logs, counts the event through [`metrics`](crate::metrics), and feeds the
-//! [`AnomalyDetector`]; the layer and extractors use one, and the server gets it from
-//! [`SessionLayer::auditor`](crate::layer::SessionLayer::auditor) for login failures and
-//! throttling.
+//! [`Auditor`] is the one way to emit them: each method logs the event, counts it through
+//! [`metrics`] and, for fingerprint mismatches and failed logins, feeds the
+//! [`AnomalyDetector`]. The session layer and the extractors hold one; an application gets it
+//! from the layer (`SessionLayer::auditor`) to report failed logins and throttling.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ use zeroize::Zeroize as _;
 
 use crate::claims::SessionId;
 use crate::engine::Rejection;
+pub use crate::events::AuditEvent;
 use crate::metrics;
 
 /// The `tracing` target of every audit event; route it to the audit log with a filter such as
@@ -39,71 +41,9 @@ pub const AUDIT_TARGET: &str = "sealed_sessions::audit";
 /// Longest user name written to a log line.
 const MAX_LOGGED_USER: usize = 128;
 
-/// The kinds of audit event (the `event` field).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AuditEvent {
-    /// A session was issued at login.
-    Created,
-    /// A session's cookie was re-issued by sliding renewal.
-    Renewed,
-    /// A session got a new id (privilege change); the old id is revoked.
-    Regenerated,
-    /// A session was logged out.
-    LoggedOut,
-    /// All of a user's sessions were revoked (or all but the current one).
-    LoggedOutEverywhere,
-    /// A session's authentication time was refreshed by a password check.
-    StepUp,
-    /// A session cookie was rejected.
-    Rejected,
-    /// A session's fingerprint did not match the request's.
-    FingerprintMismatch,
-    /// A login attempt failed.
-    LoginFailed,
-    /// A request was refused by a rate limit.
-    Throttled,
-    /// A burst of suspicious events against one user.
-    Anomaly,
-}
-
-impl AuditEvent {
-    /// Every event, in a fixed order (metrics use it to pre-register counters).
-    pub const ALL: [AuditEvent; 11] = [
-        AuditEvent::Created,
-        AuditEvent::Renewed,
-        AuditEvent::Regenerated,
-        AuditEvent::LoggedOut,
-        AuditEvent::LoggedOutEverywhere,
-        AuditEvent::StepUp,
-        AuditEvent::Rejected,
-        AuditEvent::FingerprintMismatch,
-        AuditEvent::LoginFailed,
-        AuditEvent::Throttled,
-        AuditEvent::Anomaly,
-    ];
-
-    /// The `event` field value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditEvent::Created => "created",
-            AuditEvent::Renewed => "renewed",
-            AuditEvent::Regenerated => "regenerated",
-            AuditEvent::LoggedOut => "logged_out",
-            AuditEvent::LoggedOutEverywhere => "logged_out_everywhere",
-            AuditEvent::StepUp => "step_up",
-            AuditEvent::Rejected => "rejected",
-            AuditEvent::FingerprintMismatch => "fingerprint_mismatch",
-            AuditEvent::LoginFailed => "login_failed",
-            AuditEvent::Throttled => "throttled",
-            AuditEvent::Anomaly => "anomaly",
-        }
-    }
-}
-
 /// A user name as it may appear in a log line: at most 128 characters, control characters
 /// replaced, so a crafted name cannot forge log lines.
-pub fn loggable_user(user: &str) -> Cow<'_, str> {
+fn loggable_user(user: &str) -> Cow<'_, str> {
     let clean = user.chars().count() <= MAX_LOGGED_USER && !user.chars().any(char::is_control);
     if clean {
         Cow::Borrowed(user)
@@ -129,7 +69,7 @@ static USER_HASH_KEY: LazyLock<hmac::Key> = LazyLock::new(|| {
 /// A typed name that is no account, as it may be logged: HMAC-SHA256 under a random
 /// per-process key, the first 8 bytes as 16 hex digits. Equal names give equal hashes within
 /// one process only.
-pub fn user_hash(name: &str) -> String {
+fn user_hash(name: &str) -> String {
     let tag = hmac::sign(&USER_HASH_KEY, name.as_bytes());
     tag.as_ref()[..8]
         .iter()
@@ -176,156 +116,6 @@ impl<'a> Shown<'a> {
             Shown::Hash(hash) => hash,
         }
     }
-}
-
-/// Logs `event="created"`.
-pub fn created(user: &str, sid: SessionId) {
-    session_event(AuditEvent::Created, user, sid);
-}
-
-/// Logs `event="renewed"`.
-pub fn renewed(user: &str, sid: SessionId) {
-    session_event(AuditEvent::Renewed, user, sid);
-}
-
-/// Logs `event="step_up"`.
-pub fn step_up(user: &str, sid: SessionId) {
-    session_event(AuditEvent::StepUp, user, sid);
-}
-
-/// Logs `event="logged_out"`.
-pub fn logged_out(user: &str, sid: SessionId) {
-    session_event(AuditEvent::LoggedOut, user, sid);
-}
-
-fn session_event(event: AuditEvent, user: &str, sid: SessionId) {
-    let user = loggable_user(user);
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = event.as_str(),
-        user = %user,
-        sid = %sid.short_hash(),
-        "session {}", event.as_str()
-    );
-}
-
-/// Logs `event="regenerated"` with the old and the new id's hashes.
-pub fn regenerated(user: &str, old: SessionId, new: SessionId) {
-    let user = loggable_user(user);
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::Regenerated.as_str(),
-        user = %user,
-        sid = %new.short_hash(),
-        old_sid = %old.short_hash(),
-        "session regenerated"
-    );
-}
-
-/// Logs `event="logged_out_everywhere"`; `kept` is the session that survives (password change),
-/// if any.
-pub fn logged_out_everywhere(user: &str, sid: SessionId, kept: Option<SessionId>) {
-    let user = loggable_user(user);
-    let kept = kept.map(|k| k.short_hash());
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::LoggedOutEverywhere.as_str(),
-        user = %user,
-        sid = %sid.short_hash(),
-        kept_sid = kept.as_deref().map(tracing::field::display),
-        "all sessions of user revoked"
-    );
-}
-
-/// Logs `event="rejected"` with `reason` = the rejection code; `who` is known only for tokens
-/// that authenticated.
-pub fn rejected(reason: &str, who: Option<(&str, SessionId)>) {
-    let user = who.map(|(u, _)| loggable_user(u));
-    let sid = who.map(|(_, s)| s.short_hash());
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::Rejected.as_str(),
-        reason,
-        user = user.as_deref().map(tracing::field::display),
-        sid = sid.as_deref().map(tracing::field::display),
-        "session rejected"
-    );
-}
-
-/// Logs `event="fingerprint_mismatch"`; `enforced` says whether the request was refused.
-pub fn fingerprint_mismatch(user: &str, sid: SessionId, enforced: bool) {
-    let user = loggable_user(user);
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::FingerprintMismatch.as_str(),
-        reason = "FINGERPRINT_MISMATCH",
-        user = %user,
-        sid = %sid.short_hash(),
-        action = if enforced { "rejected" } else { "accepted" },
-        "session fingerprint changed"
-    );
-}
-
-/// Logs `event="login_failed"` for the name the client tried: `user` if it is an account
-/// (`exists`), else only its `user_hash`.
-pub fn login_failed(user: &str, exists: bool, ip: IpAddr) {
-    login_failed_for(&Shown::new(user, exists), ip);
-}
-
-fn login_failed_for(who: &Shown<'_>, ip: IpAddr) {
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::LoginFailed.as_str(),
-        user = who.name().as_deref().map(tracing::field::display),
-        user_hash = who.hash().map(tracing::field::display),
-        ip = %ip,
-        "login failed"
-    );
-}
-
-/// Logs `event="throttled"` for a login the throttle refused: `key` is the name if it is an
-/// account (`exists`), else the name's `user_hash` is logged instead.
-pub fn login_throttled(user: &str, exists: bool, ip: IpAddr) {
-    let who = Shown::new(user, exists);
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::Throttled.as_str(),
-        key = who.name().as_deref().map(tracing::field::display),
-        user_hash = who.hash().map(tracing::field::display),
-        ip = %ip,
-        "request throttled"
-    );
-}
-
-/// Logs `event="throttled"`: a rate limit keyed by `key` (a user name, an address, a route)
-/// refused a request from `ip`.
-pub fn throttled(key: &str, ip: IpAddr) {
-    let key = loggable_user(key);
-    tracing::info!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::Throttled.as_str(),
-        key = %key,
-        ip = %ip,
-        "request throttled"
-    );
-}
-
-/// Logs `event="anomaly"` at warn level.
-pub fn anomaly(kind: AnomalyKind, user: &str, count: usize, window: Duration) {
-    anomaly_for(kind, &Shown::Name(user), count, window);
-}
-
-fn anomaly_for(kind: AnomalyKind, who: &Shown<'_>, count: usize, window: Duration) {
-    tracing::warn!(
-        target: AUDIT_TARGET,
-        event = AuditEvent::Anomaly.as_str(),
-        kind = kind.as_str(),
-        user = who.name().as_deref().map(tracing::field::display),
-        user_hash = who.hash().map(tracing::field::display),
-        count,
-        window_secs = window.as_secs(),
-        "burst of suspicious events for one user"
-    );
 }
 
 /// What kind of burst the detector saw.
@@ -447,7 +237,7 @@ impl AnomalyDetector {
     }
 }
 
-/// Logs audit events, counts them through the [`metrics`](crate::metrics) facade and runs the
+/// Logs audit events, counts them through the [`metrics`] facade and runs the
 /// [`AnomalyDetector`]. Cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Auditor {
@@ -465,93 +255,170 @@ impl Auditor {
         &self.detector
     }
 
-    /// A session was issued.
+    /// A session was issued: `event="created"`.
     pub fn created(&self, user: &str, sid: SessionId) {
-        created(user, sid);
-        metrics::audit_event(AuditEvent::Created);
+        session_event(AuditEvent::Created, user, sid);
     }
 
-    /// A session's cookie was renewed.
+    /// A session's cookie was renewed: `event="renewed"`.
     pub fn renewed(&self, user: &str, sid: SessionId) {
-        renewed(user, sid);
-        metrics::audit_event(AuditEvent::Renewed);
+        session_event(AuditEvent::Renewed, user, sid);
     }
 
-    /// A session got a new id.
+    /// A session got a new id: `event="regenerated"`, with the old and the new id's hashes.
     pub fn regenerated(&self, user: &str, old: SessionId, new: SessionId) {
-        regenerated(user, old, new);
+        let user = loggable_user(user);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = AuditEvent::Regenerated.as_str(),
+            user = %user,
+            sid = %new.short_hash(),
+            old_sid = %old.short_hash(),
+            "session regenerated"
+        );
         metrics::audit_event(AuditEvent::Regenerated);
     }
 
-    /// A session was logged out.
+    /// A session was logged out: `event="logged_out"`.
     pub fn logged_out(&self, user: &str, sid: SessionId) {
-        logged_out(user, sid);
-        metrics::audit_event(AuditEvent::LoggedOut);
+        session_event(AuditEvent::LoggedOut, user, sid);
     }
 
-    /// All of a user's sessions were revoked (`kept`: the one that survives, if any).
+    /// All of a user's sessions were revoked: `event="logged_out_everywhere"`; `kept` is the
+    /// one that survives (password change), if any.
     pub fn logged_out_everywhere(&self, user: &str, sid: SessionId, kept: Option<SessionId>) {
-        logged_out_everywhere(user, sid, kept);
+        let user = loggable_user(user);
+        let kept = kept.map(|k| k.short_hash());
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = AuditEvent::LoggedOutEverywhere.as_str(),
+            user = %user,
+            sid = %sid.short_hash(),
+            kept_sid = kept.as_deref().map(tracing::field::display),
+            "all sessions of user revoked"
+        );
         metrics::audit_event(AuditEvent::LoggedOutEverywhere);
     }
 
-    /// A session stepped up.
+    /// A session stepped up: `event="step_up"`.
     pub fn step_up(&self, user: &str, sid: SessionId) {
-        step_up(user, sid);
-        metrics::audit_event(AuditEvent::StepUp);
+        session_event(AuditEvent::StepUp, user, sid);
     }
 
-    /// A session cookie was rejected; `who` is known only for tokens that authenticated. A
-    /// fingerprint mismatch is logged as `fingerprint_mismatch` and feeds the detector.
+    /// A session cookie was rejected: `event="rejected"` with `reason` = the rejection code;
+    /// `who` is known only for tokens that authenticated. A fingerprint mismatch is logged as
+    /// `fingerprint_mismatch` instead and feeds the detector.
     pub fn rejected(&self, rejection: &Rejection, who: Option<(&str, SessionId)>) {
         metrics::rejection(rejection.code());
-        match (rejection, who) {
-            (Rejection::FingerprintMismatch, Some((user, sid))) => {
-                self.fingerprint_mismatch(user, sid, true);
-            }
-            _ => {
-                rejected(rejection.code(), who);
-                metrics::audit_event(AuditEvent::Rejected);
-            }
+        if let (Rejection::FingerprintMismatch, Some((user, sid))) = (rejection, who) {
+            self.fingerprint_mismatch(user, sid, true);
+            return;
         }
+        let user = who.map(|(u, _)| loggable_user(u));
+        let sid = who.map(|(_, s)| s.short_hash());
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = AuditEvent::Rejected.as_str(),
+            reason = rejection.code(),
+            user = user.as_deref().map(tracing::field::display),
+            sid = sid.as_deref().map(tracing::field::display),
+            "session rejected"
+        );
+        metrics::audit_event(AuditEvent::Rejected);
     }
 
-    /// A session's fingerprint changed (`enforced`: the request was refused).
+    /// A session's fingerprint changed: `event="fingerprint_mismatch"`; `enforced` says whether
+    /// the request was refused.
     pub fn fingerprint_mismatch(&self, user: &str, sid: SessionId, enforced: bool) {
-        fingerprint_mismatch(user, sid, enforced);
+        let logged = loggable_user(user);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = AuditEvent::FingerprintMismatch.as_str(),
+            reason = "FINGERPRINT_MISMATCH",
+            user = %logged,
+            sid = %sid.short_hash(),
+            action = if enforced { "rejected" } else { "accepted" },
+            "session fingerprint changed"
+        );
         metrics::audit_event(AuditEvent::FingerprintMismatch);
         self.detect(AnomalyKind::FingerprintMismatch, &Shown::Name(user));
     }
 
-    /// A login attempt for `user` from `ip` failed; `exists` says whether `user` is an account
-    /// (if not, only its [`user_hash`] is logged).
+    /// A login attempt for `user` from `ip` failed: `event="login_failed"`; `exists` says
+    /// whether `user` is an account (if not, only its hash is logged, as `user_hash`).
     pub fn login_failed(&self, user: &str, exists: bool, ip: IpAddr) {
         let who = Shown::new(user, exists);
-        login_failed_for(&who, ip);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = AuditEvent::LoginFailed.as_str(),
+            user = who.name().as_deref().map(tracing::field::display),
+            user_hash = who.hash().map(tracing::field::display),
+            ip = %ip,
+            "login failed"
+        );
         metrics::audit_event(AuditEvent::LoginFailed);
         self.detect(AnomalyKind::LoginFailed, &who);
     }
 
-    /// The login throttle refused an attempt for `user` from `ip`; `exists` as for
-    /// [`Auditor::login_failed`].
+    /// The login throttle refused an attempt for `user` from `ip`: `event="throttled"`, with
+    /// `key` the name if it is an account (`exists`), else only the name's `user_hash`.
     pub fn login_throttled(&self, user: &str, exists: bool, ip: IpAddr) {
-        login_throttled(user, exists, ip);
+        let who = Shown::new(user, exists);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = AuditEvent::Throttled.as_str(),
+            key = who.name().as_deref().map(tracing::field::display),
+            user_hash = who.hash().map(tracing::field::display),
+            ip = %ip,
+            "request throttled"
+        );
         metrics::audit_event(AuditEvent::Throttled);
     }
 
-    /// A rate limit keyed by `key` refused a request from `ip`.
+    /// A rate limit keyed by `key` (a user name, an address, a route) refused a request from
+    /// `ip`: `event="throttled"`.
     pub fn throttled(&self, key: &str, ip: IpAddr) {
-        throttled(key, ip);
+        let key = loggable_user(key);
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = AuditEvent::Throttled.as_str(),
+            key = %key,
+            ip = %ip,
+            "request throttled"
+        );
         metrics::audit_event(AuditEvent::Throttled);
     }
 
+    /// Feeds the detector; a completed burst is logged at warn level as `event="anomaly"`.
     fn detect(&self, kind: AnomalyKind, who: &Shown<'_>) {
         if self.detector.record(kind, who.key()) {
             let c = self.detector.config();
-            anomaly_for(kind, who, c.threshold, c.window);
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                event = AuditEvent::Anomaly.as_str(),
+                kind = kind.as_str(),
+                user = who.name().as_deref().map(tracing::field::display),
+                user_hash = who.hash().map(tracing::field::display),
+                count = c.threshold,
+                window_secs = c.window.as_secs(),
+                "burst of suspicious events for one user"
+            );
             metrics::audit_event(AuditEvent::Anomaly);
         }
     }
+}
+
+/// Logs and counts an event that carries only the user and the session.
+fn session_event(event: AuditEvent, user: &str, sid: SessionId) {
+    let user = loggable_user(user);
+    tracing::info!(
+        target: AUDIT_TARGET,
+        event = event.as_str(),
+        user = %user,
+        sid = %sid.short_hash(),
+        "session {}", event.as_str()
+    );
+    metrics::audit_event(event);
 }
 
 #[cfg(test)]

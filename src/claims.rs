@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
+use crate::rng::{self, RandomError};
 
 /// A 128-bit session identifier drawn from the operating system's CSPRNG.
 ///
@@ -17,11 +18,10 @@ impl SessionId {
     /// A fresh id from the OS CSPRNG.
     ///
     /// # Errors
-    /// When the operating system cannot supply randomness.
-    pub fn generate() -> Result<SessionId, rand::rand_core::OsError> {
-        use rand::TryRngCore;
+    /// [`RandomError`] when the operating system cannot supply randomness.
+    pub fn generate() -> Result<SessionId, RandomError> {
         let mut b = [0u8; 16];
-        rand::rngs::OsRng.try_fill_bytes(&mut b)?;
+        rng::fill(&mut b)?;
         Ok(SessionId(b))
     }
 
@@ -187,14 +187,39 @@ impl RawData {
     /// Decodes the bytes as `T`, which must use all of them.
     ///
     /// # Errors
-    /// When the bytes are not a postcard encoding of `T`, or `T` leaves some unused (a sign the
-    /// data was written by a different type).
-    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+    /// [`DecodeError`] when the bytes are not a postcard encoding of `T`, or `T` leaves some
+    /// unused (a sign the data was written by a different type).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, DecodeError> {
         match postcard::take_from_bytes::<T>(&self.0) {
             Ok((value, [])) => Ok(value),
-            Ok((_, rest)) => Err(format!("{} bytes left over after the data", rest.len())),
-            Err(e) => Err(e.to_string()),
+            Ok((_, rest)) => Err(DecodeError::left_over(rest.len())),
+            Err(e) => Err(DecodeError::postcard(e)),
         }
+    }
+}
+
+/// Encoded claims or data that do not decode as the expected type: written by another type or
+/// another release, or not an encoding at all. Its message says which.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(transparent)]
+pub struct DecodeError(DecodeErrorKind);
+
+// Private, so the postcard error type is not part of the public API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum DecodeErrorKind {
+    #[error(transparent)]
+    Postcard(postcard::Error),
+    #[error("{0} bytes left over after the data")]
+    LeftOver(usize),
+}
+
+impl DecodeError {
+    pub(crate) fn postcard(e: postcard::Error) -> DecodeError {
+        DecodeError(DecodeErrorKind::Postcard(e))
+    }
+
+    pub(crate) fn left_over(bytes: usize) -> DecodeError {
+        DecodeError(DecodeErrorKind::LeftOver(bytes))
     }
 }
 
@@ -524,7 +549,9 @@ mod tests {
         let bytes = postcard::to_allocvec(&(5u32, true)).unwrap();
         let raw = RawData::from_bytes(bytes.clone());
         assert_eq!(raw.decode::<(u32, bool)>().unwrap(), (5, true));
-        assert!(raw.decode::<u32>().unwrap_err().contains("left over"));
+        let err = raw.decode::<u32>().unwrap_err();
+        assert_eq!(err, DecodeError::left_over(1));
+        assert!(err.to_string().contains("left over"), "{err}");
         assert!(RawData::from_bytes(vec![]).decode::<u32>().is_err());
         assert_eq!(raw.as_bytes(), bytes.as_slice());
         assert_eq!(raw.into_bytes(), bytes);

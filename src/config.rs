@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::cookies::CookieSettings;
+use crate::cookies::{CookieError, CookieSettings};
 
 /// What to do when a request's client fingerprint differs from the one sealed in its session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,12 +20,9 @@ pub enum FingerprintPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The cookie name is empty, too long or has characters a cookie name cannot hold.
-    #[error("invalid cookie name {0:?}")]
-    CookieName(String),
-    /// The cookie's attributes break its name prefix's rules.
-    #[error("cookie prefix rule broken: {0}")]
-    CookiePrefix(&'static str),
+    /// The cookie settings break a cookie rule (its name, or its name prefix's rules).
+    #[error("invalid session cookie settings")]
+    Cookie(#[from] CookieError),
     /// The timeouts contradict each other or are zero.
     #[error("invalid timeouts: {0}")]
     Timeouts(&'static str),

@@ -5,8 +5,23 @@ use std::time::Duration;
 
 use cookie::{Cookie, SameSite};
 
-use crate::config::ConfigError;
 use crate::token::MAX_COOKIE_NAME_LEN;
+
+/// Cookie settings a browser would refuse or mishandle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CookieError {
+    /// The cookie name is empty, longer than 64 bytes or has characters a cookie name cannot
+    /// hold.
+    #[error("invalid cookie name {0:?}")]
+    Name(String),
+    /// A `__Host-` cookie without Secure, with a Path other than `/`, or with a Domain.
+    #[error("a __Host- cookie needs Secure, Path=/ and no Domain")]
+    HostPrefix,
+    /// A `__Secure-` cookie without Secure.
+    #[error("a __Secure- cookie needs Secure")]
+    SecurePrefix,
+}
 
 /// What a browser keeps of one cookie: name, value and attributes together.
 pub const MAX_SET_COOKIE_LEN: usize = 4096;
@@ -92,20 +107,18 @@ impl CookieSettings {
     /// Checks the name's syntax and the `__Host-` / `__Secure-` prefix rules.
     ///
     /// # Errors
-    /// [`ConfigError::CookieName`] or [`ConfigError::CookiePrefix`].
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// A [`CookieError`] naming the broken rule.
+    pub fn validate(&self) -> Result<(), CookieError> {
         let n = &self.name;
         let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         if n.is_empty() || n.len() > MAX_COOKIE_NAME_LEN || !n.chars().all(token_char) {
-            return Err(ConfigError::CookieName(n.clone()));
+            return Err(CookieError::Name(n.clone()));
         }
         if n.starts_with("__Host-") && (!self.secure || self.path != "/" || self.domain.is_some()) {
-            return Err(ConfigError::CookiePrefix(
-                "a __Host- cookie needs Secure, Path=/ and no Domain",
-            ));
+            return Err(CookieError::HostPrefix);
         }
         if n.starts_with("__Secure-") && !self.secure {
-            return Err(ConfigError::CookiePrefix("a __Secure- cookie needs Secure"));
+            return Err(CookieError::SecurePrefix);
         }
         Ok(())
     }
@@ -205,27 +218,20 @@ mod tests {
     #[test]
     fn host_prefix_without_secure_or_with_domain_is_refused() {
         let insecure = CookieSettings::insecure_dev().with_name("__Host-x");
-        assert!(matches!(
-            insecure.validate(),
-            Err(ConfigError::CookiePrefix(_))
-        ));
+        assert_eq!(insecure.validate(), Err(CookieError::HostPrefix));
         let domain = CookieSettings::production().with_domain("example.com");
-        assert!(matches!(
-            domain.validate(),
-            Err(ConfigError::CookiePrefix(_))
-        ));
+        assert_eq!(domain.validate(), Err(CookieError::HostPrefix));
         let path = CookieSettings::production().with_path("/app");
-        assert!(matches!(path.validate(), Err(ConfigError::CookiePrefix(_))));
+        assert_eq!(path.validate(), Err(CookieError::HostPrefix));
+        let secure = CookieSettings::insecure_dev().with_name("__Secure-x");
+        assert_eq!(secure.validate(), Err(CookieError::SecurePrefix));
     }
 
     #[test]
     fn bad_cookie_names_are_refused() {
         for bad in ["", "a b", "a;b", "a=b", &"x".repeat(65)] {
             let s = CookieSettings::insecure_dev().with_name(bad);
-            assert!(
-                matches!(s.validate(), Err(ConfigError::CookieName(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(s.validate(), Err(CookieError::Name(_))), "{bad:?}");
         }
     }
 

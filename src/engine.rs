@@ -614,7 +614,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
             .revoke_session(session.id(), session.claims.expires_at, now)
             .await
         {
-            tracing::warn!(error = %e, "regenerated session's old id is revoked locally; the shared store will be retried");
+            tracing::warn!(error = %crate::report::Chain(&e), "regenerated session's old id is revoked locally; the shared store will be retried");
         }
         Ok(issued)
     }
@@ -730,7 +730,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         let version = match self.logout_everywhere(user).await {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %e, "password changed; the second logout is in force on this node and retried in the shared store");
+                tracing::warn!(error = %crate::report::Chain(&e), "password changed; the second logout is in force on this node and retried in the shared store");
                 self.inner
                     .revocations
                     .current_version(user)
@@ -757,5 +757,5 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
 }
 
 fn new_session_id() -> Result<SessionId, EngineError> {
-    SessionId::generate().map_err(|e| EngineError::Seal(SealError::Random(e.to_string())))
+    SessionId::generate().map_err(|e| EngineError::Seal(SealError::Random(e)))
 }

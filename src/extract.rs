@@ -195,7 +195,7 @@ impl From<EngineError> for HttpError {
         match &e {
             // Seal errors carry sizes and OS messages, nothing secret.
             EngineError::Seal(seal) => {
-                tracing::error!(error = %seal, code = err.code, "session operation failed")
+                tracing::error!(error = %crate::report::Chain(seal), code = err.code, "session operation failed")
             }
             // The backend reports its own details; its message may name its endpoint.
             EngineError::Revocation(_) => {
@@ -376,7 +376,7 @@ impl<T: SessionData> Session<T> {
         self.ctx.clear_cookie();
         self.auditor().logged_out(self.user_id(), self.id());
         if let Err(e) = self.engine().logout(self.session()).await {
-            tracing::warn!(error = %e, "logout is in force on this node; the shared store will be retried");
+            tracing::warn!(error = %crate::report::Chain(&e), "logout is in force on this node; the shared store will be retried");
         }
         Ok(())
     }
@@ -712,7 +712,9 @@ mod tests {
             (e.status(), e.code()),
             (StatusCode::INTERNAL_SERVER_ERROR, "SESSION_TOO_LARGE")
         );
-        let down = EngineError::Revocation(RevocationError::Unavailable("x".into()));
+        let down = EngineError::Revocation(RevocationError::Unavailable(
+            crate::revocation::StoreError::behind(),
+        ));
         let e = HttpError::from(down);
         assert_eq!(
             (e.status(), e.code()),

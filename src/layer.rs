@@ -12,7 +12,7 @@
 //!    [`MAX_COOKIE_VALUES`] of them in order: the first that validates wins, so a cookie planted
 //!    under the same name (say, from a sibling subdomain) cannot mask the real one. With none
 //!    valid the outcome is the first rejection; with no value it is "no session"
-//!    ([`session_from_cookie_headers`] is this step on its own);
+//!    (`session_from_cookie_headers` is this step on its own);
 //! 4. inserts a [`SessionContext`] into the request extensions for the extractors;
 //! 5. on the response appends at most one Set-Cookie: the change a handler recorded (login,
 //!    logout, regeneration…), else a renewed cookie when renewal is due, else — when the request
@@ -683,7 +683,7 @@ impl<T: SessionData> Shared<T> {
                         Err(e) => {
                             // The old cookie stays valid until its idle timeout; the response is
                             // not worth failing for a missed renewal.
-                            tracing::error!(error = %e, "session renewal failed");
+                            tracing::error!(error = %crate::report::Chain(&e), "session renewal failed");
                             None
                         }
                     }
@@ -765,19 +765,9 @@ fn keeps_out_of_shared_caches(headers: &http::HeaderMap) -> bool {
 ///
 /// Returns `None` when no (non-empty) value of the session cookie is present, else the valid
 /// session or the first rejection. Never panics, whatever the bytes; the layer itself uses this
-/// function, and the `cookie_header` fuzz target drives it with arbitrary input.
-///
-/// ```
-/// use sealed_sessions::layer::session_from_cookie_headers;
-/// use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, SessionEngine};
-/// let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
-/// let engine: SessionEngine<()> = SessionEngine::new(EngineConfig::default(), keys);
-/// let headers: [&[u8]; 1] = [b"theme=dark; __Host-session=garbage"];
-/// let outcome = session_from_cookie_headers(&engine, headers, None);
-/// assert_eq!(outcome.unwrap().unwrap_err().code(), "INVALID");
-/// assert!(session_from_cookie_headers(&engine, [&b"theme=dark"[..]], None).is_none());
-/// ```
-pub fn session_from_cookie_headers<'h, T: SessionData>(
+/// function, and the `cookie_header` fuzz target drives it (through `__fuzz`) with arbitrary
+/// input.
+pub(crate) fn session_from_cookie_headers<'h, T: SessionData>(
     engine: &SessionEngine<T>,
     headers: impl IntoIterator<Item = &'h [u8]>,
     fingerprint: Option<&Fingerprint>,

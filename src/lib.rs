@@ -44,6 +44,9 @@
 
 // The library has no unsafe code; only the binary's `main` may (see Cargo.toml's lints).
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` (Cargo.toml's `[package.metadata.docs.rs]`): each
+// feature-gated item then says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //!
 //! # HTTP
 //! [`SessionLayer`] validates the cookie once per request; the [`extract`] types hand the result
@@ -91,18 +94,24 @@ pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod engine;
+mod events;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 pub mod fingerprint;
 pub mod keys;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod layer;
 pub mod metrics;
 #[cfg(feature = "redis")]
 mod redis_conn;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_topology;
+mod report;
 pub mod revocation;
+mod rng;
 pub mod session_index;
 pub mod token;
 
@@ -114,8 +123,42 @@ pub use engine::{
 };
 pub use keys::{Key, KeyError, KeyId, KeyRing};
 pub use revocation::{MemoryRevocations, RevocationBackend};
+pub use rng::RandomError;
 
 pub use client_ip::TrustedProxies;
+
 pub use fingerprint::FingerprintMode;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use layer::{LayerOptions, SessionLayer};
+
+/// Internals that the fuzz targets (`fuzz/`) drive directly. Not part of the API: anything here
+/// may change or go in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    #[cfg(feature = "axum")]
+    use crate::{Fingerprint, Rejection, Session, SessionEngine, layer::SessionData};
+
+    /// The session in a request's `Cookie` headers (raw bytes), exactly as the session layer
+    /// finds it: `None` when no value of the session cookie is present, else the first value
+    /// that validates or the first rejection. Never panics, whatever the bytes.
+    ///
+    /// ```
+    /// use sealed_sessions::__fuzz::session_from_cookie_headers;
+    /// use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, SessionEngine};
+    /// let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
+    /// let engine: SessionEngine<()> = SessionEngine::new(EngineConfig::default(), keys);
+    /// let headers: [&[u8]; 1] = [b"theme=dark; __Host-session=garbage"];
+    /// let outcome = session_from_cookie_headers(&engine, headers, None);
+    /// assert_eq!(outcome.unwrap().unwrap_err().code(), "INVALID");
+    /// assert!(session_from_cookie_headers(&engine, [&b"theme=dark"[..]], None).is_none());
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn session_from_cookie_headers<'h, T: SessionData>(
+        engine: &SessionEngine<T>,
+        headers: impl IntoIterator<Item = &'h [u8]>,
+        fingerprint: Option<&Fingerprint>,
+    ) -> Option<Result<Session<T>, Rejection>> {
+        crate::layer::session_from_cookie_headers(engine, headers, fingerprint)
+    }
+}

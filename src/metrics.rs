@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::audit::AuditEvent;
 use crate::engine::SessionEngine;
+use crate::events::AuditEvent;
 
 /// Counter: audit events by `event`.
 pub const EVENTS: &str = "sealed_sessions_audit_events_total";

@@ -7,7 +7,17 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::redis_topology::{Connector, RedisConn};
-use crate::revocation::RevocationError;
+
+/// Why a command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    /// Redis, or the connection to it, failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// No answer within the deadline.
+    #[error("Redis did not answer within {0:?}")]
+    TimedOut(Duration),
+}
 
 /// A connection (to one server, Sentinel's primary or a Cluster) opened on first use and
 /// dropped after any failure, so the next command reconnects — through Sentinel, to whichever
@@ -43,21 +53,21 @@ impl LazyConn {
     }
 
     /// Runs `cmd` within the deadline. Any failure (including the deadline) drops the
-    /// connection and is reported as [`RevocationError::Unavailable`].
+    /// connection, so the next command reconnects.
     pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         cmd: redis::Cmd,
-    ) -> Result<T, RevocationError> {
+    ) -> Result<T, ConnError> {
         let fut = async {
             let mut conn = self.connection().await?;
             cmd.query_async::<T>(&mut conn).await
         };
-        let result = match tokio::time::timeout(self.timeout, fut).await {
+        let error = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
+            Ok(Err(e)) => ConnError::Redis(e),
+            Err(_) => ConnError::TimedOut(self.timeout),
         };
         *self.conn.lock() = None;
-        Err(RevocationError::Unavailable(result))
+        Err(error)
     }
 }

@@ -26,7 +26,45 @@ use redis::{
 };
 use zeroize::Zeroizing;
 
-use crate::revocation::redis::RedisSetupError;
+/// The Redis settings are unusable; found before any connection is tried.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisSetupError {
+    /// No URL was given (an empty list of cluster seeds or sentinels).
+    #[error("no Redis URL given")]
+    NoUrl,
+    /// A URL does not parse as a Redis connection URL.
+    #[error("invalid Redis URL")]
+    Url(#[source] UrlError),
+    /// The CA file given for TLS is not PEM.
+    #[error("the Redis CA file is not PEM")]
+    CaNotPem(#[source] PemError),
+    /// The CA file given for TLS holds no certificate.
+    #[error("the Redis CA file holds no PEM certificate")]
+    CaEmpty,
+    /// TLS settings (a CA or a client certificate) were given for a URL without TLS.
+    #[error("TLS settings (CA or client certificate) were given but {url} is not a rediss:// URL")]
+    TlsWithoutRediss {
+        /// The URL, its password redacted.
+        url: String,
+    },
+}
+
+impl RedisSetupError {
+    pub(crate) fn url(e: RedisError) -> RedisSetupError {
+        RedisSetupError::Url(UrlError(e))
+    }
+}
+
+/// Why a Redis URL does not parse; its message says.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct UrlError(RedisError);
+
+/// Why a PEM file does not parse; its message says.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PemError(rustls::pki_types::pem::Error);
 
 /// Where Redis is. Build it with [`RedisTarget::single`], [`RedisTarget::cluster`] or
 /// [`RedisTarget::sentinel`]. `Debug` hides passwords in the URLs.
@@ -79,7 +117,7 @@ impl RedisTarget {
 }
 
 /// A URL with any `user:pass@` replaced, for logs and `Debug`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<invalid>".to_owned();
     };
@@ -167,11 +205,9 @@ impl RedisTls {
             use rustls::pki_types::pem::PemObject as _;
             let certs = CertificateDer::pem_slice_iter(ca)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| RedisSetupError::Tls(format!("the CA file is not PEM: {e}")))?;
+                .map_err(|e| RedisSetupError::CaNotPem(PemError(e)))?;
             if certs.is_empty() {
-                return Err(RedisSetupError::Tls(
-                    "the CA file holds no PEM certificate".into(),
-                ));
+                return Err(RedisSetupError::CaEmpty);
             }
         }
         let client_tls = match (&self.client_cert_pem, &self.client_key_pem) {
@@ -244,10 +280,6 @@ enum Kind {
     },
 }
 
-fn url_error(e: &RedisError) -> RedisSetupError {
-    RedisSetupError::Url(e.to_string())
-}
-
 /// A client for one URL, with the TLS settings when there are any (then the URL must be
 /// `rediss://`: settings for a plain-text URL are a mistake, not something to ignore).
 fn client_for(info: ConnectionInfo, certs: Option<&TlsCertificates>) -> RedisResult<Client> {
@@ -258,12 +290,11 @@ fn client_for(info: ConnectionInfo, certs: Option<&TlsCertificates>) -> RedisRes
 }
 
 fn parse_info(url: &str, tls: &RedisTls) -> Result<ConnectionInfo, RedisSetupError> {
-    let info = url.into_connection_info().map_err(|e| url_error(&e))?;
+    let info = url.into_connection_info().map_err(RedisSetupError::url)?;
     if !tls.is_empty() && !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-        return Err(RedisSetupError::Tls(format!(
-            "TLS settings (CA or client certificate) were given but {} is not a rediss:// URL",
-            redact_url(url)
-        )));
+        return Err(RedisSetupError::TlsWithoutRediss {
+            url: redact_url(url),
+        });
     }
     Ok(info)
 }
@@ -278,25 +309,25 @@ impl Connector {
             .map(|u| parse_info(u, tls))
             .collect::<Result<Vec<_>, _>>()?;
         if infos.is_empty() {
-            return Err(RedisSetupError::Url("no Redis URL given".into()));
+            return Err(RedisSetupError::NoUrl);
         }
         let kind = match target {
             RedisTarget::Single(_) => Kind::Single(Box::new(
-                client_for(infos[0].clone(), certs.as_ref()).map_err(|e| url_error(&e))?,
+                client_for(infos[0].clone(), certs.as_ref()).map_err(RedisSetupError::url)?,
             )),
             RedisTarget::Cluster(_) => {
                 let mut builder = ClusterClientBuilder::new(infos);
                 if let Some(c) = certs {
                     builder = builder.certs(c);
                 }
-                Kind::Cluster(Box::new(builder.build().map_err(|e| url_error(&e))?))
+                Kind::Cluster(Box::new(builder.build().map_err(RedisSetupError::url)?))
             }
             RedisTarget::Sentinel { master, .. } => Kind::Sentinel {
                 sentinels: infos
                     .into_iter()
                     .map(|i| client_for(i, certs.as_ref()))
                     .collect::<RedisResult<_>>()
-                    .map_err(|e| url_error(&e))?,
+                    .map_err(RedisSetupError::url)?,
                 master: master.clone(),
                 certs,
             },

@@ -28,8 +28,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::aead::{self, NONCE_LEN, TAG_LEN};
-use crate::claims::{Claims, ClaimsHead, RawData};
+use crate::claims::{Claims, ClaimsHead, DecodeError, RawData};
 use crate::keys::{KeyId, KeyRing};
+use crate::rng::{self, RandomError};
 
 /// The current token format version.
 pub const FORMAT_VERSION: u8 = 1;
@@ -37,7 +38,7 @@ pub const FORMAT_VERSION: u8 = 1;
 /// name, value and attributes, so nothing longer can be one of ours.
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest key id.
-pub const MAX_KEY_ID_LEN: usize = 16;
+const MAX_KEY_ID_LEN: usize = crate::keys::MAX_ID_LEN;
 /// Longest cookie name accepted as associated data.
 pub const MAX_COOKIE_NAME_LEN: usize = 64;
 
@@ -74,8 +75,8 @@ pub enum TokenError {
     #[error("token failed authentication (tampered, wrong key or other cookie name)")]
     Unauthentic,
     /// The tag verified but the claims do not decode as this application's claims type.
-    #[error("token claims do not decode: {0}")]
-    Claims(String),
+    #[error("token claims do not decode")]
+    Claims(#[source] DecodeError),
     /// The tag verified but a time in the claims (`created_at`, `auth_time`, `last_seen`) lies
     /// further in the future than the allowed clock skew: sealed by a node whose clock runs
     /// ahead, and not to be trusted for idle or freshness checks.
@@ -95,19 +96,25 @@ pub enum SealError {
         /// The limit.
         limit: usize,
     },
-    /// The claims could not be encoded.
-    #[error("session claims could not be encoded: {0}")]
-    Encode(String),
+    /// The claims could not be encoded (a data type whose `Serialize` fails, or one postcard
+    /// cannot write, such as a sequence of unknown length).
+    #[error("session claims could not be encoded")]
+    Encode(#[source] EncodeError),
     /// The operating system's random generator failed.
-    #[error("operating system randomness unavailable: {0}")]
-    Random(String),
+    #[error("operating system randomness unavailable")]
+    Random(#[source] RandomError),
     /// The cookie name is unusable as associated data.
     #[error("cookie name is longer than {MAX_COOKIE_NAME_LEN} bytes")]
     CookieName,
 }
 
+/// The session data could not be encoded; its message says why.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct EncodeError(postcard::Error);
+
 /// Length of the base64url-nopad encoding of `n` bytes.
-pub const fn encoded_len(n: usize) -> usize {
+pub(crate) const fn encoded_len(n: usize) -> usize {
     (n * 4).div_ceil(3)
 }
 
@@ -156,11 +163,8 @@ pub(crate) fn seal<T: Serialize>(
     claims: &Claims<T>,
     budget: Budget,
 ) -> Result<String, SealError> {
-    use rand::TryRngCore;
     let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut nonce)
-        .map_err(|e| SealError::Random(e.to_string()))?;
+    rng::fill(&mut nonce).map_err(SealError::Random)?;
     seal_with_nonce(ring, cookie_name, claims, &nonce, budget)
 }
 
@@ -186,7 +190,8 @@ pub(crate) fn seal_with_nonce<T: Serialize>(
         .ok_or(SealError::CookieName)?;
     raw.extend_from_slice(nonce);
     let body_start = raw.len();
-    let mut raw = postcard::to_extend(claims, raw).map_err(|e| SealError::Encode(e.to_string()))?;
+    let mut raw =
+        postcard::to_extend(claims, raw).map_err(|e| SealError::Encode(EncodeError(e)))?;
     let size = budget.overhead + token_len(kid, raw.len() - body_start);
     if size > budget.limit {
         return Err(SealError::TooLarge {
@@ -258,8 +263,8 @@ impl UntrustedToken {
         cookie_name: &str,
     ) -> Result<Claims<RawData>, TokenError> {
         let plain = self.decrypt(ring, cookie_name)?;
-        let (head, data) =
-            ClaimsHead::take_from(plain).map_err(|e| TokenError::Claims(e.to_string()))?;
+        let (head, data) = ClaimsHead::take_from(plain)
+            .map_err(|e| TokenError::Claims(DecodeError::postcard(e)))?;
         Ok(head.with_data(RawData::from_bytes(data.to_vec())))
     }
 
@@ -384,8 +389,8 @@ fn decode_claims<T: DeserializeOwned>(plain: &[u8]) -> Result<Claims<T>, TokenEr
     });
     match claims {
         Ok((claims, [])) => Ok(claims),
-        Ok(_) => Err(TokenError::Claims("trailing bytes after claims".into())),
-        Err(e) => Err(TokenError::Claims(e.to_string())),
+        Ok((_, rest)) => Err(TokenError::Claims(DecodeError::left_over(rest.len()))),
+        Err(e) => Err(TokenError::Claims(DecodeError::postcard(e))),
     }
 }
 

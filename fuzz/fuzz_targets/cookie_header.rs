@@ -1,5 +1,5 @@
 //! Arbitrary bytes as `Cookie` request headers, through the function the session layer itself
-//! uses (`layer::session_from_cookie_headers`: split into pairs, at most `MAX_COOKIE_VALUES`
+//! uses (`__fuzz::session_from_cookie_headers`: split into pairs, at most `MAX_COOKIE_VALUES`
 //! values of the session cookie, each validated by the engine).
 //!
 //! Input: header values separated by `\n`. The marker `@V` is replaced by a valid token and
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use sealed_sessions::clock::{ManualClock, UnixMillis};
-use sealed_sessions::layer::session_from_cookie_headers;
+use sealed_sessions::__fuzz::session_from_cookie_headers;
 use sealed_sessions::token::seal_token;
 use sealed_sessions::{
     Claims, CookieSettings, EngineConfig, Fingerprint, FingerprintPolicy, Key, KeyId, KeyRing,

@@ -196,15 +196,15 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
     }
     config.startup_wait = STARTUP_WAIT;
     config.op_timeout = args.timeout;
-    let backend = RedisRevocations::connect(config)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let backend = RedisRevocations::connect(config).await?;
     let result = record(&backend, target, now).await;
     // Stops the sync task before the runtime goes away.
     drop(backend);
     result.map_err(|e| {
+        // `{:#}`: the message and its causes (the library keeps the cause as the source).
+        let e = anyhow::Error::from(e);
         anyhow!(
-            "Redis at {} (prefix {:?}) did not accept the revocation: {e}. It is not known to be \
+            "Redis at {} (prefix {:?}) did not accept the revocation: {e:#}. It is not known to be \
              recorded, so servers may not enforce it: check --redis and Redis, then run the \
              command again (revoking twice is harmless)",
             shown,

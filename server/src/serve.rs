@@ -72,16 +72,14 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
             .map(|rc| rc.with_prefix(config.redis_prefix.clone()));
         let index: Arc<dyn SessionIndex> = match &redis {
             Some(rc) => Arc::new(
-                RedisSessionIndex::for_config(rc, limit).map_err(|e| anyhow::anyhow!("{e}"))?,
+                RedisSessionIndex::for_config(rc, limit)?,
             ),
             None => Arc::new(MemorySessionIndex::new(limit)),
         };
         let revocations: Arc<dyn RevocationBackend> = match redis {
             Some(rc) => {
                 let url = rc.target.clone();
-                let backend = RedisRevocations::connect(rc)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let backend = RedisRevocations::connect(rc).await?;
                 if backend.ready() {
                     info!(redis = %url, "revocation list synced from Redis");
                 } else {

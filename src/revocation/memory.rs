@@ -38,7 +38,8 @@ impl Expiring for UserEntry {
 
 /// A live entry of the list, as re-published to a shared store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LiveEntry {
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum LiveEntry {
     /// A revoked session id and when it can be forgotten.
     Session {
         /// The id.
@@ -197,7 +198,8 @@ impl MemoryRevocations {
     }
 
     /// Every entry still in force at `now`.
-    pub fn live_entries(&self, now: UnixMillis) -> Vec<LiveEntry> {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn live_entries(&self, now: UnixMillis) -> Vec<LiveEntry> {
         let secs = now.0 / 1000;
         let mut out = Vec::new();
         self.sessions.for_each_live(secs, |k, e| {

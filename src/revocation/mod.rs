@@ -22,14 +22,17 @@
 mod filter;
 pub mod memory;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod table;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub use memory::MemoryRevocations;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisConfig, RedisRevocations, SyncPhase};
 
 use crate::claims::SessionId;
@@ -47,10 +50,46 @@ pub fn next_version(current: u64, now: UnixMillis) -> u64 {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RevocationError {
-    /// The shared store could not be reached. A revocation that returned this is already enforced
-    /// on this node and is retried in the background until the store accepts it.
-    #[error("revocation store unavailable: {0}")]
-    Unavailable(String),
+    /// The shared store could not be reached, did not answer in time, or this node has not yet
+    /// applied its latest revocations. A revocation that returned this is already enforced on
+    /// this node and is retried in the background until the store accepts it.
+    #[error("revocation store unavailable")]
+    Unavailable(#[source] StoreError),
+}
+
+impl From<StoreError> for RevocationError {
+    fn from(e: StoreError) -> RevocationError {
+        RevocationError::Unavailable(e)
+    }
+}
+
+/// Why a shared store was unavailable. Opaque: its message and source chain say what happened.
+/// A custom [`RevocationBackend`] wraps its client's error with [`StoreError::new`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct StoreError(StoreErrorKind);
+
+// Private, so no store client's error type is part of the public API. `Arc`, because
+// `RevocationError` is `Clone`.
+#[derive(Debug, Clone, thiserror::Error)]
+enum StoreErrorKind {
+    #[error("this node has not applied the latest revocations yet")]
+    Behind,
+    #[error(transparent)]
+    Backend(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// The store client's own error (a connection refused, a timeout, a refused command).
+    pub fn new(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError(StoreErrorKind::Backend(Arc::new(source)))
+    }
+
+    /// The store answered, but this node has not applied the revocations it holds in time.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn behind() -> StoreError {
+        StoreError(StoreErrorKind::Behind)
+    }
 }
 
 /// Why a token is revoked.
@@ -145,5 +184,25 @@ pub trait RevocationBackend: Send + Sync + 'static {
     /// [`RevocationError::Unavailable`] when the node could not catch up in time.
     fn barrier(&self) -> BoxFuture<'_, Result<(), RevocationError>> {
         Box::pin(async { Ok(()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_store_failure_keeps_its_cause_as_the_source_not_in_the_message() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = RevocationError::from(StoreError::new(io));
+        assert_eq!(e.to_string(), "revocation store unavailable");
+        let store = e.source().map(ToString::to_string);
+        assert_eq!(store.as_deref(), Some("refused"));
+        let behind = RevocationError::from(StoreError::behind());
+        assert_eq!(
+            behind.source().map(ToString::to_string).as_deref(),
+            Some("this node has not applied the latest revocations yet")
+        );
     }
 }

@@ -94,11 +94,12 @@ use tokio::sync::watch;
 use super::memory::LiveEntry;
 use super::{
     BoxFuture, MemoryRevocations, RevocationBackend, RevocationError, RevocationStats, Revoked,
-    SyncStatus, next_version,
+    StoreError, SyncStatus, next_version,
 };
 use crate::claims::SessionId;
 use crate::clock::{Clock, SystemClock, UnixMillis, duration_ms};
-use crate::redis_conn::LazyConn;
+use crate::redis_conn::{ConnError, LazyConn};
+pub use crate::redis_topology::RedisSetupError;
 use crate::redis_topology::{Connector, RedisTarget, RedisTls};
 
 /// Records one event atomically: for users, raises the version key and appends the event with
@@ -358,27 +359,10 @@ impl RedisConfig {
     }
 }
 
-/// The Redis URL is unusable.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedisSetupError {
-    /// The URL does not parse as a Redis connection URL.
-    #[error("invalid Redis URL: {0}")]
-    Url(String),
-    /// The TLS settings are unusable (a CA file without certificates, TLS for a `redis://`
-    /// URL, an unreadable client key).
-    #[error("Redis TLS settings: {0}")]
-    Tls(String),
-}
-
-/// Validates a Redis URL without connecting.
-///
-/// # Errors
-/// [`RedisSetupError::Url`].
-pub fn validate_url(url: &str) -> Result<(), RedisSetupError> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| RedisSetupError::Url(e.to_string()))
+impl From<ConnError> for RevocationError {
+    fn from(e: ConnError) -> RevocationError {
+        RevocationError::Unavailable(StoreError::new(e))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -777,7 +761,7 @@ impl Shared {
 
     /// Sends one write to Redis within the op timeout.
     async fn send(&self, cmd: redis::Cmd) -> Result<String, RevocationError> {
-        self.writer.query(cmd).await
+        Ok(self.writer.query(cmd).await?)
     }
 
     /// Remembers a write Redis acknowledged, for [`Shared::resend_recent`].
@@ -1655,9 +1639,7 @@ impl RevocationBackend for RedisRevocations {
             let deadline = tokio::time::Instant::now() + s.config.op_timeout;
             while s.applied() < target {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(RevocationError::Unavailable(
-                        "this node has not applied the latest revocations yet".to_owned(),
-                    ));
+                    return Err(RevocationError::Unavailable(StoreError::behind()));
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

@@ -241,6 +241,7 @@ impl<V: Expiring> ExpiringTable<V> {
     }
 
     /// Calls `f` on every entry unexpired at `now_secs` (for re-publishing to a shared store).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn for_each_live(&self, now_secs: u64, mut f: impl FnMut(&[u8; 16], &V)) {
         for shard in self.shards.iter() {
             for (k, v) in shard.read().entries.iter() {

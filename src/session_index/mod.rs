@@ -34,6 +34,7 @@ use crate::revocation::{BoxFuture, RevocationError};
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisSessionIndex;
 
 /// The server's default concurrent-session limit (`--max-sessions-per-user`).

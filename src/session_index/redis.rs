@@ -9,9 +9,9 @@ use super::{BATCH, SessionEntry, SessionIndex};
 use crate::claims::SessionId;
 use crate::clock::UnixMillis;
 use crate::redis_conn::LazyConn;
-use crate::redis_topology::{Connector, RedisTarget, RedisTls};
+use crate::redis_topology::{Connector, RedisSetupError, RedisTarget, RedisTls};
 use crate::revocation::RedisConfig;
-use crate::revocation::{BoxFuture, RevocationError};
+use crate::revocation::{BoxFuture, RevocationError, StoreError};
 
 /// Adds a session, sweeps expired ones and evicts the oldest past the limit, atomically; each
 /// eviction appends a session-revocation event to the revocation stream in the same step, so
@@ -106,10 +106,6 @@ impl std::fmt::Debug for RedisSessionIndex {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> RevocationError {
-    RevocationError::Unavailable(e.to_string())
-}
-
 /// One user's keys.
 struct UserKeys {
     by_created: String,
@@ -124,15 +120,14 @@ impl RedisSessionIndex {
     /// [`RedisConfig`].
     ///
     /// # Errors
-    /// When the URL does not parse.
+    /// [`RedisSetupError`] when the URL does not parse.
     pub fn new(
         url: &str,
         prefix: &str,
         hash_tag: &str,
         limit: Option<usize>,
-    ) -> Result<RedisSessionIndex, RevocationError> {
-        let connector =
-            Connector::new(&RedisTarget::single(url), &RedisTls::new()).map_err(unavailable)?;
+    ) -> Result<RedisSessionIndex, RedisSetupError> {
+        let connector = Connector::new(&RedisTarget::single(url), &RedisTls::new())?;
         Ok(RedisSessionIndex::with_connector(
             connector, prefix, hash_tag, limit,
         ))
@@ -142,12 +137,12 @@ impl RedisSessionIndex {
     /// server, Cluster or Sentinel; TLS), key prefix and hash tag.
     ///
     /// # Errors
-    /// When the URLs or TLS settings are unusable.
+    /// [`RedisSetupError`] when the URLs or TLS settings are unusable.
     pub fn for_config(
         config: &RedisConfig,
         limit: Option<usize>,
-    ) -> Result<RedisSessionIndex, RevocationError> {
-        let connector = Connector::new(&config.target, &config.tls).map_err(unavailable)?;
+    ) -> Result<RedisSessionIndex, RedisSetupError> {
+        let connector = Connector::new(&config.target, &config.tls)?;
         Ok(RedisSessionIndex::with_connector(
             connector,
             &config.prefix,
@@ -180,7 +175,7 @@ impl RedisSessionIndex {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, RevocationError> {
-        self.conn.query(cmd).await
+        Ok(self.conn.query(cmd).await?)
     }
 }
 
@@ -229,7 +224,7 @@ impl SessionIndex for RedisSessionIndex {
         Box::pin(async move {
             let k = self.keys(user);
             let json =
-                serde_json::to_string(&StoredEntry::from_entry(&entry)).map_err(unavailable)?;
+                serde_json::to_string(&StoredEntry::from_entry(&entry)).map_err(StoreError::new)?;
             let mut cmd = redis::cmd("EVAL");
             cmd.arg(ADD)
                 .arg(4)

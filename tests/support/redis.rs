@@ -7,15 +7,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` this test started. Killed on drop.
-pub struct RedisServer {
-    pub port: u16,
+pub(crate) struct RedisServer {
+    pub(crate) port: u16,
     child: Option<Child>,
 }
 
 /// Starts a Redis for a test, or `None` (after a loud message) when
 /// `SEALED_SESSIONS_SKIP_REDIS=1` and `redis-server` is missing. Without the variable a
 /// missing `redis-server` fails the test with install instructions.
-pub fn start() -> Option<RedisServer> {
+pub(crate) fn start() -> Option<RedisServer> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -48,7 +48,7 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
@@ -81,7 +81,7 @@ impl RedisServer {
         panic!("redis-server on port {} did not answer PING", self.port);
     }
 
-    pub fn ping(&self) -> bool {
+    pub(crate) fn ping(&self) -> bool {
         redis::Client::open(self.url())
             .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
@@ -89,7 +89,7 @@ impl RedisServer {
     }
 
     /// Kills the process (its data is gone: no persistence).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -97,13 +97,13 @@ impl RedisServer {
     }
 
     /// Starts a new, empty server on the same port.
-    pub fn restart_empty(&mut self) {
+    pub(crate) fn restart_empty(&mut self) {
         self.kill();
         self.spawn();
     }
 
     /// A synchronous connection for assertions.
-    pub fn conn(&self) -> redis::Connection {
+    pub(crate) fn conn(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .unwrap()
             .get_connection_with_timeout(Duration::from_secs(2))
@@ -122,10 +122,10 @@ impl Drop for RedisServer {
 // `Proc`, killed (by its own pid) on drop.
 
 /// A child process this test started; killed on drop.
-pub struct Proc(Option<Child>);
+pub(crate) struct Proc(Option<Child>);
 
 impl Proc {
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -162,7 +162,7 @@ fn wait_listening(port: u16) {
 }
 
 /// Polls `f` every 50 ms until it holds, for at most `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f() {
@@ -190,7 +190,7 @@ fn base_args(port: u16) -> Vec<String> {
 }
 
 /// A plain synchronous connection to a loopback port.
-pub fn conn_to(port: u16) -> redis::Connection {
+pub(crate) fn conn_to(port: u16) -> redis::Connection {
     redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(2))
@@ -206,7 +206,7 @@ fn query_str(port: u16, cmd: &mut redis::Cmd) -> Option<String> {
 }
 
 /// `ROLE`'s first element ("master", "slave", "sentinel").
-pub fn role(port: u16) -> Option<String> {
+pub(crate) fn role(port: u16) -> Option<String> {
     let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .ok()?
         .get_connection_with_timeout(Duration::from_millis(500))
@@ -217,12 +217,12 @@ pub fn role(port: u16) -> Option<String> {
 
 /// Test certificates made with the `openssl` CLI: a CA, a server certificate for 127.0.0.1,
 /// a client certificate, and an unrelated CA that signed nothing here.
-pub struct Certs {
-    pub dir: tempfile::TempDir,
+pub(crate) struct Certs {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Certs {
-    pub fn make() -> Certs {
+    pub(crate) fn make() -> Certs {
         let dir = tempfile::tempdir().unwrap();
         let c = Certs { dir };
         c.ca("ca");
@@ -236,11 +236,11 @@ impl Certs {
         c
     }
 
-    pub fn path(&self, name: &str) -> std::path::PathBuf {
+    pub(crate) fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
     }
 
-    pub fn pem(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn pem(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).unwrap()
     }
 
@@ -329,14 +329,14 @@ impl Certs {
 }
 
 /// A `redis-server` that speaks only TLS, with the certificates of `certs`.
-pub struct TlsRedis {
-    pub port: u16,
+pub(crate) struct TlsRedis {
+    pub(crate) port: u16,
     _proc: Proc,
 }
 
 impl TlsRedis {
     /// `auth_clients`: `yes` (mutual TLS required) or `optional`.
-    pub fn start(certs: &Certs, auth_clients: &str) -> TlsRedis {
+    pub(crate) fn start(certs: &Certs, auth_clients: &str) -> TlsRedis {
         let port = free_port();
         let p = |n: &str| certs.path(n).display().to_string();
         let mut args = base_args(0);
@@ -357,20 +357,20 @@ impl TlsRedis {
         TlsRedis { port, _proc: proc }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("rediss://127.0.0.1:{}/", self.port)
     }
 }
 
 /// Three primaries and three replicas, `redis-cli --cluster create`d.
-pub struct Cluster {
-    pub ports: Vec<u16>,
+pub(crate) struct Cluster {
+    pub(crate) ports: Vec<u16>,
     _dir: tempfile::TempDir,
     procs: Vec<Proc>,
 }
 
 impl Cluster {
-    pub fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut ports = Vec::new();
         let mut procs = Vec::new();
@@ -453,7 +453,7 @@ impl Cluster {
     }
 
     /// The slot of hash tag `tag`.
-    pub fn slot(&self, tag: &str) -> u16 {
+    pub(crate) fn slot(&self, tag: &str) -> u16 {
         let mut c = conn_to(self.ports[0]);
         redis::cmd("CLUSTER")
             .arg("KEYSLOT")
@@ -463,7 +463,7 @@ impl Cluster {
     }
 
     /// The primary that owns `slot`, and its replica.
-    pub fn owner_and_replica(&self, slot: u16) -> (u16, u16) {
+    pub(crate) fn owner_and_replica(&self, slot: u16) -> (u16, u16) {
         // Right after `--cluster create`, a node's view may not list every replica yet.
         let mut found = None;
         wait_until(
@@ -485,16 +485,16 @@ impl Cluster {
     }
 
     /// A primary that does not own `slot` (a client seeded with it gets `MOVED`).
-    pub fn other_primary(&self, slot: u16) -> u16 {
+    pub(crate) fn other_primary(&self, slot: u16) -> u16 {
         self.nodes(slot).iter().find(|n| n.2 && !n.4).unwrap().0
     }
 
-    pub fn url(port: u16) -> String {
+    pub(crate) fn url(port: u16) -> String {
         format!("redis://127.0.0.1:{port}/")
     }
 
     /// `CLUSTER FAILOVER` on the replica of the owner of `slot`; waits until it is primary.
-    pub fn failover(&self, slot: u16) -> u16 {
+    pub(crate) fn failover(&self, slot: u16) -> u16 {
         let (owner, replica) = self.owner_and_replica(slot);
         wait_until("the replica is in sync", Duration::from_secs(20), || {
             query_str(replica, redis::cmd("INFO").arg("replication"))
@@ -509,7 +509,7 @@ impl Cluster {
     }
 
     /// Stops every node now.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         for p in &mut self.procs {
             p.kill();
         }
@@ -520,19 +520,19 @@ impl Cluster {
 /// production: after a failover the new primary has a replica at once (the other one, which
 /// Sentinel re-points as part of the failover), so writes that wait for one replica
 /// (`RedisConfig::replica_acks`) go on; the demoted primary rejoins only later.
-pub struct Sentinel {
-    pub primary: u16,
-    pub replica: u16,
-    pub second_replica: u16,
-    pub sentinel: u16,
+pub(crate) struct Sentinel {
+    pub(crate) primary: u16,
+    pub(crate) replica: u16,
+    pub(crate) second_replica: u16,
+    pub(crate) sentinel: u16,
     _dir: tempfile::TempDir,
     _procs: Vec<Proc>,
 }
 
-pub const SENTINEL_MASTER: &str = "mymaster";
+pub(crate) const SENTINEL_MASTER: &str = "mymaster";
 
 impl Sentinel {
-    pub fn start() -> Sentinel {
+    pub(crate) fn start() -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
         let (primary, replica, second_replica, sentinel) =
             (free_port(), free_port(), free_port(), free_port());
@@ -607,12 +607,12 @@ impl Sentinel {
         s
     }
 
-    pub fn sentinel_url(&self) -> String {
+    pub(crate) fn sentinel_url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.sentinel)
     }
 
     /// `SENTINEL FAILOVER`; waits until the replica is primary and the sentinel names it.
-    pub fn failover(&self) {
+    pub(crate) fn failover(&self) {
         let mut c = conn_to(self.sentinel);
         let _: String = redis::cmd("SENTINEL")
             .arg("FAILOVER")
@@ -645,7 +645,7 @@ use sealed_sessions::clock::{Clock as _, SystemClock, UnixMillis};
 use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
 
 /// Short timings so failures and failovers are noticed within the tests' 5 s.
-pub fn quick(mut c: RedisConfig) -> RedisConfig {
+pub(crate) fn quick(mut c: RedisConfig) -> RedisConfig {
     c.prefix = "topo".into();
     c.block = Duration::from_millis(200);
     c.op_timeout = Duration::from_millis(500);
@@ -654,18 +654,18 @@ pub fn quick(mut c: RedisConfig) -> RedisConfig {
     c
 }
 
-pub fn new_sid() -> SessionId {
+pub(crate) fn new_sid() -> SessionId {
     SessionId::parse_hex(&format!("{:032x}", rand::random::<u128>())).unwrap()
 }
 
-pub fn now() -> UnixMillis {
+pub(crate) fn now() -> UnixMillis {
     SystemClock.now()
 }
 
 /// Revokes a fresh session id on `node` (a logout) and returns it. Redis refusing the write
 /// (`Unavailable`) is not a failure here: the node enforces it and retries; tests check that
 /// it arrives elsewhere.
-pub async fn logout(node: &RedisRevocations) -> SessionId {
+pub(crate) async fn logout(node: &RedisRevocations) -> SessionId {
     let sid = new_sid();
     let now = now();
     let _ = node
@@ -675,7 +675,10 @@ pub async fn logout(node: &RedisRevocations) -> SessionId {
 }
 
 /// Logs out on `node` every 20 ms until `done`, and returns the session ids.
-pub async fn logouts_until(node: &RedisRevocations, done: impl Fn() -> bool) -> Vec<SessionId> {
+pub(crate) async fn logouts_until(
+    node: &RedisRevocations,
+    done: impl Fn() -> bool,
+) -> Vec<SessionId> {
     let mut sids = Vec::new();
     while !done() {
         sids.push(logout(node).await);
@@ -685,12 +688,12 @@ pub async fn logouts_until(node: &RedisRevocations, done: impl Fn() -> bool) -> 
     sids
 }
 
-pub fn is_revoked(node: &RedisRevocations, sid: &SessionId) -> bool {
+pub(crate) fn is_revoked(node: &RedisRevocations, sid: &SessionId) -> bool {
     node.check(sid, "someone", u64::MAX, now()).is_err()
 }
 
 /// Polls (async) until `f` holds, for at most `limit`.
-pub async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if f() {
@@ -702,7 +705,7 @@ pub async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool
 }
 
 /// Revocations made on `from` reach `to` within 5 s.
-pub async fn propagates(from: &RedisRevocations, to: &RedisRevocations) -> SessionId {
+pub(crate) async fn propagates(from: &RedisRevocations, to: &RedisRevocations) -> SessionId {
     let sid = logout(from).await;
     assert!(is_revoked(from, &sid), "a node reads its own writes");
     eventually(

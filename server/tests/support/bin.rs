@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sealed-sessions");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sealed-sessions");
 
 /// The binary with none of our environment variables inherited, so a test sees only the flags
 /// and variables it passes.
-pub fn cmd() -> Command {
+pub(crate) fn cmd() -> Command {
     let mut c = Command::new(BIN);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("SEALED_SESSIONS_") {
@@ -23,12 +23,12 @@ pub fn cmd() -> Command {
     c
 }
 
-pub fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// Runs a command that must finish on its own (within a minute), feeding it `stdin`.
-pub fn run_with_stdin(c: &mut Command, stdin: &[u8]) -> Output {
+pub(crate) fn run_with_stdin(c: &mut Command, stdin: &[u8]) -> Output {
     let mut child = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -47,7 +47,7 @@ pub fn run_with_stdin(c: &mut Command, stdin: &[u8]) -> Output {
 }
 
 /// Runs a command that must finish on its own (within a minute), with no input.
-pub fn run(c: &mut Command) -> Output {
+pub(crate) fn run(c: &mut Command) -> Output {
     let child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -90,7 +90,7 @@ fn finish(mut child: Child, limit: Duration) -> Output {
 }
 
 /// An argon2id hash of `password`, from the binary's `hash-password`.
-pub fn hash_password(password: &str) -> String {
+pub(crate) fn hash_password(password: &str) -> String {
     let out = run_with_stdin(
         cmd().arg("hash-password"),
         format!("{password}\n").as_bytes(),
@@ -104,7 +104,7 @@ pub fn hash_password(password: &str) -> String {
 }
 
 /// Writes a users file; returns its path.
-pub fn users_file(dir: &Path, users: &[(&str, &str, &str)]) -> PathBuf {
+pub(crate) fn users_file(dir: &Path, users: &[(&str, &str, &str)]) -> PathBuf {
     let text: String = users
         .iter()
         .map(|(name, role, hash)| {
@@ -117,7 +117,7 @@ pub fn users_file(dir: &Path, users: &[(&str, &str, &str)]) -> PathBuf {
 }
 
 /// Creates a key directory with one primary key (mode 0600); returns the key file's path.
-pub fn keygen(dir: &Path) -> PathBuf {
+pub(crate) fn keygen(dir: &Path) -> PathBuf {
     let out = run_with_stdin(
         cmd()
             .args(["keygen", "--primary", "--id", "k1", "--keys"])

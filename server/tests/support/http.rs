@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 /// A response as received.
 #[derive(Clone)]
-pub struct Resp {
-    pub status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     /// Header lines, names lowercased; values as sent.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl std::fmt::Debug for Resp {
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Resp {
 }
 
 impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -36,7 +36,7 @@ impl Resp {
     }
 
     /// `name=value` of every Set-Cookie, attributes dropped.
-    pub fn set_cookies(&self) -> Vec<String> {
+    pub(crate) fn set_cookies(&self) -> Vec<String> {
         self.headers
             .iter()
             .filter(|(n, _)| n == "set-cookie")
@@ -45,18 +45,18 @@ impl Resp {
     }
 
     /// The `name=value` of the first Set-Cookie, if any.
-    pub fn set_cookie(&self) -> Option<String> {
+    pub(crate) fn set_cookie(&self) -> Option<String> {
         self.set_cookies().into_iter().next()
     }
 
     /// The body as JSON; panics (showing the body) if it is not.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The `code` of a JSON error body; empty if there is none.
-    pub fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| v["code"].as_str().map(str::to_owned))
@@ -65,14 +65,14 @@ impl Resp {
 }
 
 /// A keep-alive HTTP/1.1 connection.
-pub struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     addr: SocketAddr,
 }
 
 impl Conn {
-    pub fn new(addr: SocketAddr) -> Conn {
+    pub(crate) fn new(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -87,7 +87,7 @@ impl Conn {
 
     /// Sends a request with `Host` and `headers` (and `Content-Length` when there is a body or
     /// the method is POST) and reads the response.
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -196,7 +196,7 @@ impl Conn {
 
 /// One HTTP/1.1 request over a fresh connection (`Connection: close`). `cookie` is a
 /// `name=value` pair; `json` a body.
-pub fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -214,7 +214,7 @@ pub fn http(
 }
 
 /// Logs in and returns the session cookie as `name=value`.
-pub fn login(addr: SocketAddr, user: &str, password: &str) -> String {
+pub(crate) fn login(addr: SocketAddr, user: &str, password: &str) -> String {
     let body = serde_json::json!({ "username": user, "password": password }).to_string();
     let r = http(addr, "POST", "/login", None, Some(&body));
     assert_eq!(r.status, 200, "login {user}: {r:?}");
@@ -222,17 +222,17 @@ pub fn login(addr: SocketAddr, user: &str, password: &str) -> String {
 }
 
 /// `GET /me` with `cookie`.
-pub fn me(addr: SocketAddr, cookie: &str) -> Resp {
+pub(crate) fn me(addr: SocketAddr, cookie: &str) -> Resp {
     http(addr, "GET", "/me", Some(cookie), None)
 }
 
 /// The value of a `name=value` cookie pair.
-pub fn value(cookie: &str) -> &str {
+pub(crate) fn value(cookie: &str) -> &str {
     cookie.split_once('=').unwrap().1
 }
 
 /// The key id in a token's header (`version | kid_len | kid | …`, base64url).
-pub fn key_id_of(token: &str) -> String {
+pub(crate) fn key_id_of(token: &str) -> String {
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
@@ -243,7 +243,7 @@ pub fn key_id_of(token: &str) -> String {
 }
 
 /// Polls `f` every 50 ms until it holds, for at most `limit`.
-pub fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "not within {limit:?}: {what}");

@@ -6,8 +6,8 @@
 //! - [`http`]: a blocking HTTP/1.1 client for that server (reqwest is used directly in async
 //!   tests).
 //! - [`redis`]: test-owned `redis-server` processes (shared with the library's tests).
-pub mod bin;
-pub mod http;
+pub(crate) mod bin;
+pub(crate) mod http;
 #[path = "../../../tests/support/redis.rs"]
-pub mod redis;
-pub mod server;
+pub(crate) mod redis;
+pub(crate) mod server;

@@ -25,19 +25,19 @@ const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 const STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Starts `sealed-sessions serve` with a fresh key directory and `args`.
-pub fn start(args: &[&str]) -> Server {
+pub(crate) fn start(args: &[&str]) -> Server {
     Server::builder().args(args).start()
 }
 
 /// As [`start`], with extra environment variables (for instance `SEALED_SESSIONS_KEYS`, so
 /// several nodes share one key ring).
-pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
     Server::builder().args(args).envs(env).start()
 }
 
 /// How to start a [`Server`]: see [`Server::builder`].
 #[must_use]
-pub struct Builder {
+pub(crate) struct Builder {
     name: String,
     keys: Option<PathBuf>,
     args: Vec<OsString>,
@@ -46,23 +46,23 @@ pub struct Builder {
 
 impl Builder {
     /// A label for failure messages and the log dump (default `server`).
-    pub fn name(mut self, name: &str) -> Builder {
+    pub(crate) fn name(mut self, name: &str) -> Builder {
         name.clone_into(&mut self.name);
         self
     }
 
     /// Passes `--keys dir` instead of a fresh key directory the server owns.
-    pub fn keys(mut self, dir: impl Into<PathBuf>) -> Builder {
+    pub(crate) fn keys(mut self, dir: impl Into<PathBuf>) -> Builder {
         self.keys = Some(dir.into());
         self
     }
 
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Builder {
+    pub(crate) fn arg(mut self, arg: impl AsRef<OsStr>) -> Builder {
         self.args.push(arg.as_ref().to_owned());
         self
     }
 
-    pub fn args<I>(mut self, args: I) -> Builder
+    pub(crate) fn args<I>(mut self, args: I) -> Builder
     where
         I: IntoIterator,
         I::Item: AsRef<OsStr>,
@@ -73,13 +73,13 @@ impl Builder {
     }
 
     /// An environment variable, set after `RUST_LOG=info` (so it can override that).
-    pub fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Builder {
+    pub(crate) fn env(mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Builder {
         self.env
             .push((name.as_ref().to_owned(), value.as_ref().to_owned()));
         self
     }
 
-    pub fn envs(mut self, env: &[(&str, &str)]) -> Builder {
+    pub(crate) fn envs(mut self, env: &[(&str, &str)]) -> Builder {
         for (name, value) in env {
             self = self.env(name, value);
         }
@@ -88,7 +88,7 @@ impl Builder {
 
     /// Spawns `serve --listen 127.0.0.1:0 --port-file … --keys … ARGS` with none of our
     /// `SEALED_SESSIONS_*` variables inherited, and waits until it listens.
-    pub fn start(self) -> Server {
+    pub(crate) fn start(self) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("addr");
         let log = dir.path().join("server.log");
@@ -145,9 +145,9 @@ impl Builder {
 }
 
 /// A running `sealed-sessions serve`. Killed on drop.
-pub struct Server {
+pub(crate) struct Server {
     /// Where it listens (always loopback).
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     name: String,
     /// `None` once [`Server::stop`] has reaped it.
     child: Option<Child>,
@@ -158,15 +158,15 @@ pub struct Server {
 
 /// How a server ended under [`Server::stop`].
 #[derive(Debug)]
-pub struct Stopped {
-    pub status: ExitStatus,
+pub(crate) struct Stopped {
+    pub(crate) status: ExitStatus,
     /// Everything it logged.
-    pub logs: String,
+    pub(crate) logs: String,
 }
 
 impl Server {
     /// A server with a fresh key directory, no extra arguments and `RUST_LOG=info`.
-    pub fn builder() -> Builder {
+    pub(crate) fn builder() -> Builder {
         Builder {
             name: "server".to_owned(),
             keys: None,
@@ -180,27 +180,27 @@ impl Server {
     }
 
     /// `http://127.0.0.1:PORT` — also the origin browsers send.
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// The absolute URL of `path`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin())
     }
 
     /// Everything the server has logged so far.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child_mut().try_wait().unwrap().is_none()
     }
 
     /// Stops the server the way an operator would (SIGTERM) and waits (bounded) for it to exit.
-    pub fn stop(mut self) -> Stopped {
+    pub(crate) fn stop(mut self) -> Stopped {
         let pid = self.child_mut().id().to_string();
         let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(kill.success(), "kill -TERM {pid}: {kill}");
@@ -225,12 +225,18 @@ impl Server {
     }
 
     /// A new keep-alive connection of the blocking client.
-    pub fn connect(&self) -> Conn {
+    pub(crate) fn connect(&self) -> Conn {
         Conn::new(self.addr)
     }
 
     /// One request of the blocking client on a fresh connection.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
         self.connect().send(method, path, headers, body)
     }
 }
