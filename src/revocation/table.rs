@@ -198,6 +198,25 @@ impl<V: Expiring> ExpiringTable<V> {
         }
     }
 
+    /// Makes room for `additional` more entries at once (the table and its filter), so a bulk
+    /// load of a snapshot neither rehashes the shards nor rebuilds the filter as it grows.
+    pub(crate) fn reserve(&self, additional: usize) {
+        let _w = self.writer.lock();
+        let want = self.len.load(Ordering::Relaxed).saturating_add(additional);
+        if want > self.filter.load().capacity() {
+            self.rebuild_filter_locked(want);
+        }
+        // Keys spread evenly over the shards; a little slack for the unevenness.
+        let per_shard = additional / SHARDS + additional / SHARDS / 32 + 16;
+        for shard in self.shards.iter() {
+            let hasher = &self.hasher;
+            shard
+                .write()
+                .entries
+                .reserve(per_shard, |(k, _)| hasher.hash_one(k));
+        }
+    }
+
     /// Removes every entry expired at `now_secs`; returns how many were removed.
     pub(crate) fn purge_expired(&self, now_secs: u64) -> usize {
         let mut w = self.writer.lock();
@@ -247,6 +266,27 @@ impl<V: Expiring> ExpiringTable<V> {
                 if v.expires_at_secs() >= now_secs {
                     f(k, v);
                 }
+            }
+        }
+    }
+
+    /// How many shards [`ExpiringTable::for_each_live_in`] walks.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Calls `f` on every entry of one shard unexpired at `now_secs`, under that shard's read
+    /// lock only (writing a snapshot walks the table one shard at a time, so writers to the
+    /// other shards never wait).
+    pub(crate) fn for_each_live_in(
+        &self,
+        shard: usize,
+        now_secs: u64,
+        mut f: impl FnMut(&[u8; 16], &V),
+    ) {
+        for (k, v) in self.shards[shard].read().entries.iter() {
+            if v.expires_at_secs() >= now_secs {
+                f(k, v);
             }
         }
     }

@@ -174,6 +174,8 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
     let shown = config.target.to_string();
     config.startup_wait = STARTUP_WAIT;
     config.op_timeout = args.timeout;
+    // A one-shot command reads a snapshot if there is one, but never writes one.
+    config.snapshot_every = 0;
     let backend = RedisRevocations::connect(config)
         .await
         .map_err(|e| anyhow!("{e}"))?;
