@@ -181,18 +181,19 @@ impl<V: Expiring> ExpiringTable<V> {
             // Filter first: a reader that sees the entry must also see its bits.
             filter.insert(hash);
             let mut shard = self.shard(hash).write();
-            match shard.entries.find_entry(hash, |(k, _)| *k == key) {
-                Ok(occupied) => {
-                    let ((k, old), _) = occupied.remove();
-                    shard
-                        .entries
-                        .insert_unique(hash, (k, merge(Some(old), x)), |(k, _)| self.hash(k));
+            // One probe for both cases (a snapshot load inserts millions of new keys).
+            match shard
+                .entries
+                .entry(hash, |(k, _)| *k == key, |(k, _)| self.hash(k))
+            {
+                hashbrown::hash_table::Entry::Occupied(occupied) => {
+                    let ((k, old), vacant) = occupied.remove();
+                    vacant.insert((k, merge(Some(old), x)));
                 }
-                Err(_) => {
-                    shard
-                        .entries
-                        .insert_unique(hash, (key, merge(None, x)), |(k, _)| self.hash(k));
-                    self.len.fetch_add(1, Ordering::Relaxed);
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    vacant.insert((key, merge(None, x)));
+                    // Only writers change `len`, and they hold the writer lock: no RMW needed.
+                    self.len.store(len + 1, Ordering::Relaxed);
                 }
             }
         }
