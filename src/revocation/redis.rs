@@ -25,7 +25,7 @@
 //!   order and duplicates do not matter. The request path only reads the in-process list.
 //! - **Snapshot**: one node at a time writes a compacted copy of its list to Redis, with the
 //!   stream id it covers and the epoch it belongs to, once the stream has grown by
-//!   [`RedisConfig::snapshot_every`] events (and a quarter of the snapshot's size) since the
+//!   [`RedisConfig::snapshot_every`] events (and a tenth of the snapshot's size) since the
 //!   last one. A starting node loads the snapshot of the current epoch, if any, then reads the
 //!   stream from its id; a snapshot of another epoch or one that fails its checks is ignored
 //!   and the stream replayed from the start. Format, locking and why nothing in force is
@@ -309,7 +309,7 @@ pub struct RedisConfig {
     /// reconnect costs little and loses nothing a demotion within this window dropped.
     pub resend_window: Duration,
     /// A node writes a snapshot of its list to Redis (`src/revocation/snapshot.rs`) once the stream
-    /// has received this many events since the last snapshot, and at least a quarter as many
+    /// has received this many events since the last snapshot, and at least a tenth as many
     /// as the snapshot holds entries (default 100,000; 0: this node never writes one). One
     /// node at a time writes; every node loads the snapshot when it starts, then reads the
     /// stream only from the snapshot's id. Short-lived tools set 0.
@@ -493,9 +493,10 @@ impl SyncPhase {
     fn from_error(e: &redis::RedisError) -> SyncPhase {
         let msg = e.to_string();
         match e.code() {
-            Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN") => {
-                SyncPhase::WrongTopology(msg)
-            }
+            Some(
+                "MOVED" | "ASK" | "TRYAGAIN" | "CROSSSLOT" | "CLUSTERDOWN" | "READONLY"
+                | "MASTERDOWN",
+            ) => SyncPhase::WrongTopology(msg),
             // A Cluster node given as one server (see `redis_topology`).
             _ if e.kind() == redis::ErrorKind::InvalidClientConfig => SyncPhase::WrongTopology(msg),
             _ if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
@@ -1460,6 +1461,10 @@ async fn sync_session(shared: &Arc<Shared>, state: &mut SyncState) -> redis::Red
     // Set when a read from `0-0` begins, for the progress log.
     let mut replay: Option<(u64, u64, std::time::Instant)> = None;
     let mut prefetch: Option<Prefetch> = None;
+    // A read blocks only once the previous one reached the tail: the first read after a
+    // connect or a snapshot load returns at once, so a node whose snapshot has nothing after
+    // it is ready without waiting out a block.
+    let mut at_tail = false;
     loop {
         keep_declared(shared, state, &mut conn, false).await?;
         // Sentinel failed over while this node stayed connected to the deposed primary, which
@@ -1518,7 +1523,7 @@ async fn sync_session(shared: &Arc<Shared>, state: &mut SyncState) -> redis::Red
                     &mut conn,
                     &shared.keys.events,
                     &state.last_id,
-                    Some(block_ms),
+                    at_tail.then_some(block_ms),
                 )
                 .await?
             }
@@ -1527,7 +1532,7 @@ async fn sync_session(shared: &Arc<Shared>, state: &mut SyncState) -> redis::Red
                     &mut conn,
                     &shared.keys.events,
                     &state.last_id,
-                    Some(block_ms),
+                    at_tail.then_some(block_ms),
                 )
                 .await?
             }
@@ -1536,6 +1541,7 @@ async fn sync_session(shared: &Arc<Shared>, state: &mut SyncState) -> redis::Red
         state.read_from.clone_from(&state.last_id);
         let entries = reply_entries(&reply);
         let n = entries.len();
+        at_tail = n < READ_COUNT;
         let last = entries.last().and_then(entry_parts).map(|(id, _)| id);
         if let (true, Some(last)) = (n >= READ_COUNT, last) {
             // A backlog: Redis reads the next batch while this one is applied.
