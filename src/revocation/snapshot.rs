@@ -16,7 +16,7 @@
 //!   its length (u32 LE) and SHA-256.
 //! - `<base>:snapshot:<gen>:<i>`, strings, the **chunks**: magic `SSSNAPC1`, kind (1 sessions,
 //!   2 users), count (u32 LE), then the records. A session is its 16-byte id and its expiry in
-//!   Unix seconds (u32 LE); a user is its id's length (u16 LE), the id, the minimum version and
+//!   Unix seconds (u32 LE); a user is its id's length (u32 LE), the id, the minimum version and
 //!   the expiry in Unix seconds (u64 LE each). At most 1,000,000 sessions (20 MB) or 16 MB of
 //!   users per chunk, far below Redis's 512 MB per value.
 //! - `<base>:snapshot-lock`: who is writing one (`SET NX PX` semantics, inside a script).
@@ -24,8 +24,8 @@
 //! # Writing: one node, never a torn snapshot
 //! A synced node asks [`TRY_LOCK`] whether a snapshot is due — the stream received at least
 //! `snapshot_every` events since the current one, and at least a tenth as many as it holds
-//! entries — and takes the lock in the
-//! same step (a second node finds it not due any more). It writes the chunks of a new
+//! entries — and takes the lock in the same step (a second node finds it not due any more).
+//! It writes the chunks of a new
 //! generation with a TTL (a writer that dies leaves nothing for long), then [`FLIP`] checks it
 //! still holds the lock and the epoch is unchanged, makes the chunks permanent, replaces the
 //! header, and lets the previous generation expire after [`GRACE_MS`] (a node loading it
@@ -55,7 +55,9 @@
 //!   a snapshot of a lost or replaced stream (whose ids say nothing about the new one) is never
 //!   tailed from. A snapshot whose id is above the stream's last id (a rollback nobody has
 //!   noticed yet) makes the loading node's next probe see the ids gone backwards: the usual
-//!   recovery follows.
+//!   recovery follows. Between a loss and the first probe that sees it (at most a block
+//!   period on the nodes already running) a starting node can take the old epoch's snapshot,
+//!   as it can take the old epoch's stream without one; the epoch change then replays it.
 //! - A header or chunk that does not parse, whose length or digest does not match, or whose
 //!   chunk is gone, is rejected before anything is applied from that chunk; the node replays
 //!   the stream from the start. Chunks applied before the bad one stay applied: they are real
@@ -327,14 +329,14 @@ fn parse_chunk(b: &[u8]) -> Result<Records<'_>, Rejected> {
             Ok(Records::Sessions(records))
         }
         KIND_USERS => {
-            let mut users = Vec::with_capacity(count.min(records.len() / 18));
+            let mut users = Vec::with_capacity(count.min(records.len() / 20));
             let mut rest = records;
             for _ in 0..count {
                 let (len, r) = rest
-                    .split_first_chunk::<2>()
+                    .split_first_chunk::<4>()
                     .ok_or_else(|| corrupt("user record cut short"))?;
-                let len = usize::from(u16::from_le_bytes(*len));
-                if r.len() < len + 16 {
+                let len = u32::from_le_bytes(*len) as usize;
+                if r.len() < len.saturating_add(16) {
                     return Err(corrupt("user record cut short"));
                 }
                 let (name, r) = r.split_at(len);
@@ -689,11 +691,8 @@ pub(crate) async fn write(
     let mut count = 0usize;
     for shard in 0..local.shard_count() {
         local.for_each_live_user_in(shard, now, |user, version, until| {
-            // Longer ids than a u16 length cannot be stored; no id of that size reaches here
-            // (user ids are bounded far below), but never write a record that misparses.
-            let Ok(len) = u16::try_from(user.len()) else {
-                return;
-            };
+            // A user id is far below 4 GiB (it sits in a cookie).
+            let len = u32::try_from(user.len()).unwrap_or(u32::MAX);
             pending.extend_from_slice(&len.to_le_bytes());
             pending.extend_from_slice(user.as_bytes());
             pending.extend_from_slice(&version.to_le_bytes());
@@ -795,7 +794,7 @@ mod tests {
     }
 
     fn user(name: &str, version: u64, until: u64) -> Vec<u8> {
-        let mut v = u16::try_from(name.len()).unwrap().to_le_bytes().to_vec();
+        let mut v = u32::try_from(name.len()).unwrap().to_le_bytes().to_vec();
         v.extend_from_slice(name.as_bytes());
         v.extend_from_slice(&version.to_le_bytes());
         v.extend_from_slice(&until.to_le_bytes());
@@ -835,10 +834,22 @@ mod tests {
             chunk(KIND_USERS, 2, &ok_user),
             chunk(KIND_USERS, 1, &ok_user[..ok_user.len() - 1]),
             chunk(KIND_USERS, 1, &[ok_user.as_slice(), &[0]].concat()),
-            chunk(KIND_USERS, 1, &[0xff, 0xff, 1, 2]),
+            chunk(KIND_USERS, 1, &[0xff, 0xff, 0xff, 0xff, 1, 2]),
             chunk(9, 0, &[]),
         ] {
             assert!(parse_chunk(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunk_bytes_parse_or_are_rejected_never_a_panic(
+            kind in 0u8..4,
+            count in proptest::prelude::any::<u32>(),
+            records in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let _ = parse_chunk(&chunk(kind, count, &records));
+            let _ = parse_chunk(&records);
         }
     }
 
