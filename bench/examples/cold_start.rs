@@ -8,9 +8,15 @@
 //!
 //! Starts its own `redis-server` on a free loopback port (no persistence), loads N session
 //! revocations into the events stream in the exact format nodes write (`XADD … * k s id <hex>
-//! until <ms>`, through `redis-cli --pipe`), then times `RedisRevocations::connect` until the
-//! node is `ready()` (first replay done: `/healthz` 200), and prints events/s, the process RSS
-//! growth and `stats().approx_bytes`, each per million revocations.
+//! until <ms>`, through `redis-cli --pipe`), then:
+//! 1. times node A's `RedisRevocations::connect` until it is `ready()` (first load done:
+//!    `/healthz` 200) with no snapshot in Redis — the stream replayed event by event — and
+//!    prints events/s, the process RSS growth and `stats().approx_bytes` per million;
+//! 2. waits for A to write the snapshot (due at once: the stream holds N ≥ 100,000 events) and
+//!    prints how long that took and what it costs in Redis;
+//! 3. times a fresh node B's connect → ready with the snapshot and nothing after it;
+//! 4. appends the longest tail a snapshot can have before the next is due (max(100,000, N/10)
+//!    − 1 events), and times a fresh node C: snapshot plus that tail, the worst case.
 //!
 //! With `--writes N` it instead records N single logouts through the node's own write path
 //! (`revoke_session`, the record script, 256 in flight) and prints the rate Redis took them at.
@@ -148,6 +154,10 @@ fn rss() -> u64 {
 }
 
 fn config(port: u16) -> RedisConfig {
+    config_with(port, 100_000)
+}
+
+fn config_with(port: u16, snapshot_every: u64) -> RedisConfig {
     let mut c = RedisConfig::new(
         format!("redis://127.0.0.1:{port}/"),
         Duration::from_secs(24 * 3600),
@@ -155,7 +165,44 @@ fn config(port: u16) -> RedisConfig {
     .with_prefix(PREFIX);
     // Long enough for 10,000,000: `connect` returns when the replay is done.
     c.startup_wait = Duration::from_secs(600);
+    c.snapshot_every = snapshot_every;
     c
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// `MEMORY USAGE` of a key, 0 when missing.
+fn memory_usage(conn: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .query::<Option<u64>>(conn)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// A fresh node that only reads (writes no snapshot): connect → ready, with what came from
+/// the snapshot and from the stream.
+async fn timed_node(port: u16, what: &str, n: u64) -> Duration {
+    let t = Instant::now();
+    let node = RedisRevocations::connect(config_with(port, 0))
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert!(node.ready(), "not ready after connect");
+    let cold = node.cold_start().unwrap();
+    assert_eq!(node.stats().revoked_sessions as u64, n, "{cold:?}");
+    println!(
+        "{what}: ready after {took:.2?} ({} entries from the snapshot, {} stream events; \
+         approx_bytes {:.1} MB per million)",
+        cold.snapshot_entries,
+        cold.stream_events,
+        node.stats().approx_bytes as f64 / 1e6 / (n as f64 / 1e6),
+    );
+    took
 }
 
 async fn cold_start(port: u16, redis_pid: u32, n: u64) {
@@ -192,14 +239,60 @@ async fn cold_start(port: u16, redis_pid: u32, n: u64) {
         cpu(&redis_pid) - cpu_redis
     );
     println!(
-        "ready after {took:.2?}: {:.0} events/s; RSS +{:.1} MB ({:.1} MB per million), \
-         approx_bytes {:.1} MB ({:.1} MB per million)",
+        "A, stream only (no snapshot yet): ready after {took:.2?}: {:.0} events/s; RSS +{:.1} MB \
+         ({:.1} MB per million), approx_bytes {:.1} MB ({:.1} MB per million)",
         n as f64 / took.as_secs_f64(),
         (rss().saturating_sub(rss_before)) as f64 / 1e6,
         (rss().saturating_sub(rss_before)) as f64 / 1e6 / millions,
         stats.approx_bytes as f64 / 1e6,
         stats.approx_bytes as f64 / 1e6 / millions,
     );
+
+    // A writes the snapshot as soon as it has caught up (it is due: N events, no snapshot).
+    let t = Instant::now();
+    let header = format!("{PREFIX}{{ss}}:snapshot");
+    let generation = loop {
+        let g: Option<String> = redis::cmd("HGET")
+            .arg(&header)
+            .arg("gen")
+            .query(&mut conn)
+            .unwrap();
+        if let Some(g) = g {
+            break g;
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "no snapshot");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wrote = t.elapsed();
+    let chunks: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{header}:{generation}:*"))
+        .query(&mut conn)
+        .unwrap();
+    let snapshot_bytes: u64 = chunks.iter().map(|k| memory_usage(&mut conn, k)).sum();
+    println!(
+        "A wrote the snapshot {wrote:.2?} after ready ({} chunks, {:.1} MB in Redis, {:.1} MB per \
+         million)",
+        chunks.len(),
+        mb(snapshot_bytes),
+        mb(snapshot_bytes) / millions
+    );
+    drop(node);
+
+    timed_node(port, "B, snapshot + no tail", n).await;
+
+    let tail = (n / 10).max(100_000) - 1;
+    let t = Instant::now();
+    load(port, tail);
+    println!(
+        "appended {tail} events after the snapshot in {:.1?}",
+        t.elapsed()
+    );
+    timed_node(
+        port,
+        "C, snapshot + the longest tail before the next snapshot",
+        n + tail,
+    )
+    .await;
 }
 
 async fn writes(port: u16, n: u64) {

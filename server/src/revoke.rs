@@ -196,6 +196,8 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
     }
     config.startup_wait = STARTUP_WAIT;
     config.op_timeout = args.timeout;
+    // A one-shot command reads a snapshot if there is one, but never writes one.
+    config.snapshot_every = 0;
     let backend = RedisRevocations::connect(config).await?;
     let result = record(&backend, target, now).await;
     // Stops the sync task before the runtime goes away.

@@ -1,9 +1,10 @@
 //! A split-block Bloom filter: the fast "certainly not revoked" answer in front of the tables.
 //!
 //! Each key touches one 32-byte block (8 × 32-bit words, one bit per word), so a lookup costs one
-//! cache line however large the filter is. Bits are set with atomic `fetch_or`, so writers add
-//! keys while readers look, without locks. Bits are never cleared: removing keys means building a
-//! new filter and swapping it in (see `table.rs`). A false positive only sends the reader to the
+//! cache line however large the filter is. Bits are set with atomic stores (writers are
+//! serialised by the table's writer lock), so writers add keys while readers look, without
+//! locks. Bits are never cleared: removing keys means building a new filter and swapping it in
+//! (see `table.rs`). A false positive only sends the reader to the
 //! exact table; a false negative cannot happen for a key added before the lookup began.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -56,11 +57,18 @@ impl BlockFilter {
         (block, hash as u32)
     }
 
-    /// Adds a key by its 64-bit hash.
+    /// Adds a key by its 64-bit hash, for a caller that holds the table's writer lock (every
+    /// writer does): with writers serialised, a plain load and store per word set the bits a
+    /// `fetch_or` would, at a fraction of the cost (a bulk load inserts millions of keys);
+    /// readers only ever load.
     pub(crate) fn insert(&self, hash: u64) {
         let (block, h) = self.locate(hash);
         for (word, salt) in block.0.iter().zip(SALT) {
-            word.fetch_or(1 << (h.wrapping_mul(salt) >> 27), Ordering::Release);
+            let bit = 1 << (h.wrapping_mul(salt) >> 27);
+            let w = word.load(Ordering::Relaxed);
+            if w & bit == 0 {
+                word.store(w | bit, Ordering::Release);
+            }
         }
     }
 

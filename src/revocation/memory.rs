@@ -146,6 +146,60 @@ impl MemoryRevocations {
             });
     }
 
+    /// Revokes many session ids given as raw keys and expiry seconds, as a snapshot stores
+    /// them (see [`super::snapshot`]): one writer lock for the whole batch. Idempotent.
+    pub(crate) fn revoke_session_keys(
+        &self,
+        revocations: impl IntoIterator<Item = ([u8; 16], u32)>,
+        now: UnixMillis,
+    ) {
+        self.sessions
+            .upsert_many(now.as_secs_ceil(), revocations, |old, until_secs| {
+                SessionEntry {
+                    until_secs: old.map_or(until_secs, |o| o.until_secs.max(until_secs)),
+                }
+            });
+    }
+
+    /// Makes room for this many more revoked sessions and users (before a bulk load).
+    pub(crate) fn reserve(&self, sessions: usize, users: usize) {
+        self.sessions.reserve(sessions);
+        self.users.reserve(users);
+    }
+
+    /// How many shards the `for_each_live_*_in` walks cover.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.sessions.shard_count().max(self.users.shard_count())
+    }
+
+    /// Calls `f(key, until_secs)` on every revoked session of one shard still in force at `now`.
+    pub(crate) fn for_each_live_session_in(
+        &self,
+        shard: usize,
+        now: UnixMillis,
+        mut f: impl FnMut(&[u8; 16], u32),
+    ) {
+        if shard < self.sessions.shard_count() {
+            self.sessions
+                .for_each_live_in(shard, now.0 / 1000, |k, e| f(k, e.until_secs));
+        }
+    }
+
+    /// Calls `f(user_id, min_version, until_secs)` on every user version of one shard still in
+    /// force at `now`.
+    pub(crate) fn for_each_live_user_in(
+        &self,
+        shard: usize,
+        now: UnixMillis,
+        mut f: impl FnMut(&str, u64, u64),
+    ) {
+        if shard < self.users.shard_count() {
+            self.users.for_each_live_in(shard, now.0 / 1000, |_, e| {
+                f(&e.user_id, e.min_version, e.until_secs);
+            });
+        }
+    }
+
     /// Raises a user's minimum version to at least `min_version` (idempotent: keeps the max).
     /// This is how replicated events are applied.
     pub fn raise_user_version(

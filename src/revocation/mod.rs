@@ -24,6 +24,7 @@ pub mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+mod snapshot;
 mod table;
 
 use std::future::Future;
@@ -33,13 +34,19 @@ use std::sync::Arc;
 pub use memory::MemoryRevocations;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{RedisConfig, RedisRevocations, SyncPhase};
+pub use redis::{ColdStart, RedisConfig, RedisRevocations, SyncPhase};
 
 use crate::claims::SessionId;
 use crate::clock::UnixMillis;
 
 /// A boxed future, so the backend trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A stream id `ms-seq` as a pair, so ids compare numerically (`9-0` < `10-0`).
+pub(crate) fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
 
 /// The new minimum version for a user whose current one is `current`, bumped at `now`.
 pub fn next_version(current: u64, now: UnixMillis) -> u64 {

@@ -23,6 +23,13 @@
 //! - Each node replays the stream at start, then tails it with a blocking `XREAD` on its own
 //!   task and connection. Events apply idempotently (max of versions, set insert of ids), so
 //!   order and duplicates do not matter. The request path only reads the in-process list.
+//! - **Snapshot**: one node at a time writes a compacted copy of its list to Redis, with the
+//!   stream id it covers and the epoch it belongs to, once the stream has grown by
+//!   [`RedisConfig::snapshot_every`] events (and a tenth of the snapshot's size) since the
+//!   last one. A starting node loads the snapshot of the current epoch, if any, then reads the
+//!   stream from its id; a snapshot of another epoch or one that fails its checks is ignored
+//!   and the stream replayed from the start. Format, locking and why nothing in force is
+//!   missed: the module docs of `src/revocation/snapshot.rs`.
 //! - **Not ready until replayed**: until the first replay has reached the stream's tail (an
 //!   `XREAD` from `0-0` onwards returned fewer than `COUNT` entries) the node knows none of the
 //!   revocations made elsewhere, so [`RevocationBackend::ready`] is false — however long the
@@ -92,9 +99,10 @@ use crate::redis_topology::RedisConn;
 use tokio::sync::watch;
 
 use super::memory::LiveEntry;
+use super::snapshot::{self, Due, LoadOutcome, Rejected, SnapshotKeys, Written};
 use super::{
     BoxFuture, MemoryRevocations, RevocationBackend, RevocationError, RevocationStats, Revoked,
-    StoreError, SyncStatus, next_version,
+    StoreError, SyncStatus, next_version, parse_stream_id,
 };
 use crate::claims::SessionId;
 use crate::clock::{Clock, SystemClock, UnixMillis, duration_ms};
@@ -301,6 +309,12 @@ pub struct RedisConfig {
     /// missing on the new one. Writes are idempotent, so writing the recent ones again after a
     /// reconnect costs little and loses nothing a demotion within this window dropped.
     pub resend_window: Duration,
+    /// A node writes a snapshot of its list to Redis (`src/revocation/snapshot.rs`) once the stream
+    /// has received this many events since the last snapshot, and at least a tenth as many
+    /// as the snapshot holds entries (default 100,000; 0: this node never writes one). One
+    /// node at a time writes; every node loads the snapshot when it starts, then reads the
+    /// stream only from the snapshot's id. Short-lived tools set 0.
+    pub snapshot_every: u64,
 }
 
 impl RedisConfig {
@@ -341,6 +355,7 @@ impl RedisConfig {
             startup_wait: Duration::from_secs(3),
             max_pending: 10_000,
             republish_lock_ttl: Duration::from_secs(10),
+            snapshot_every: 100_000,
         }
     }
 
@@ -379,6 +394,7 @@ enum Pending {
 }
 
 struct Keys {
+    snapshot: SnapshotKeys,
     events: String,
     epoch: String,
     horizon: String,
@@ -390,9 +406,11 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str, tag: &str) -> Keys {
         let base = format!("{prefix}{{{tag}}}");
+        let (events, epoch) = (format!("{base}:events"), format!("{base}:epoch"));
         Keys {
-            events: format!("{base}:events"),
-            epoch: format!("{base}:epoch"),
+            snapshot: SnapshotKeys::new(&base, &events, &epoch),
+            events,
+            epoch,
             horizon: format!("{base}:horizon"),
             republish_lock: format!("{base}:republish-lock"),
             republished: format!("{base}:republished"),
@@ -418,6 +436,8 @@ pub enum SyncPhase {
     WrongTopology(String),
     /// Another error from Redis (permissions, a refused script, …).
     Failing(String),
+    /// Loading the snapshot of the list that one node keeps in Redis.
+    LoadingSnapshot,
     /// Reading the stream: `applied` events so far of the `total` it held when this replay began.
     Replaying {
         /// Events applied since the replay began.
@@ -440,6 +460,7 @@ impl std::fmt::Display for SyncPhase {
                  owning the keys' slot?): {e}"
             ),
             SyncPhase::Failing(e) => write!(f, "Redis error: {e}"),
+            SyncPhase::LoadingSnapshot => write!(f, "loading the revocation snapshot"),
             SyncPhase::Replaying { applied, total } => {
                 write!(
                     f,
@@ -456,9 +477,10 @@ impl SyncPhase {
     fn from_error(e: &redis::RedisError) -> SyncPhase {
         let msg = e.to_string();
         match e.code() {
-            Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN" | "READONLY" | "MASTERDOWN") => {
-                SyncPhase::WrongTopology(msg)
-            }
+            Some(
+                "MOVED" | "ASK" | "TRYAGAIN" | "CROSSSLOT" | "CLUSTERDOWN" | "READONLY"
+                | "MASTERDOWN",
+            ) => SyncPhase::WrongTopology(msg),
             // A Cluster node given as one server (see `redis_topology`).
             _ if e.kind() == redis::ErrorKind::InvalidClientConfig => SyncPhase::WrongTopology(msg),
             _ if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() => {
@@ -468,6 +490,25 @@ impl SyncPhase {
             None => SyncPhase::Unreachable(msg),
         }
     }
+}
+
+/// How a node's first load of the shared list went: what came from the snapshot, what from
+/// the stream, how long it took. [`RedisRevocations::cold_start`] reports it once the node is
+/// ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ColdStart {
+    /// Entries (revoked sessions and user versions in force) loaded from the snapshot; 0 when
+    /// none was used.
+    pub snapshot_entries: u64,
+    /// Why a snapshot found in Redis was not used (it belongs to another epoch, or is corrupt),
+    /// if one was found and not used. The stream was then replayed from its start.
+    pub snapshot_rejected: Option<String>,
+    /// Stream events applied until the first read reached the tail (after the snapshot's id
+    /// when one was loaded).
+    pub stream_events: u64,
+    /// From [`RedisRevocations::connect`] until ready.
+    pub took: Duration,
 }
 
 struct Shared {
@@ -501,6 +542,11 @@ struct Shared {
     started_ms: u64,
     phase: Mutex<SyncPhase>,
     ready: watch::Sender<bool>,
+    started: std::time::Instant,
+    // Set once, just before the node becomes ready.
+    cold_start: Mutex<Option<ColdStart>>,
+    // The task writing a snapshot, if one runs (at most one per node); aborted on drop.
+    snapshot_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The Redis-synced revocation backend. Drop it to stop its sync task.
@@ -512,6 +558,9 @@ pub struct RedisRevocations {
 impl Drop for RedisRevocations {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(t) = self.shared.snapshot_task.lock().take() {
+            t.abort();
+        }
     }
 }
 
@@ -566,6 +615,9 @@ impl RedisRevocations {
             applied_seq: AtomicU64::new(0),
             phase: Mutex::new(SyncPhase::Connecting),
             ready,
+            started: std::time::Instant::now(),
+            cold_start: Mutex::new(None),
+            snapshot_task: Mutex::new(None),
         });
         let task = tokio::spawn(sync_loop(shared.clone()));
         let wait = shared.config.startup_wait;
@@ -586,6 +638,12 @@ impl RedisRevocations {
     /// What the sync task is doing now (for logs: unreachable, replaying, synced…).
     pub fn phase(&self) -> SyncPhase {
         self.shared.phase.lock().clone()
+    }
+
+    /// How the first load went (snapshot entries, stream events, time); `None` until the node
+    /// is [`ready`](RevocationBackend::ready).
+    pub fn cold_start(&self) -> Option<ColdStart> {
+        self.shared.cold_start.lock().clone()
     }
 }
 
@@ -1014,12 +1072,6 @@ impl Loss {
     }
 }
 
-/// A stream id `ms-seq` as a pair, so ids compare numerically (`9-0` < `10-0`).
-fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
 /// What the stream's state says, given the id of the last event this node applied (`0-0` when
 /// none) and the stream's last generated id (`None` when the key does not exist).
 fn stream_loss(applied: &str, last_generated: Option<&str>) -> Option<Loss> {
@@ -1079,6 +1131,14 @@ struct SyncState {
     declared_ms: Option<u64>,
     /// The stream's `entries-added` at the last probe (see [`stream_recreated`]).
     entries_added: Option<u64>,
+    /// The first load so far (snapshot, stream events), reported once the node is ready.
+    first: ColdStart,
+    /// The snapshot was tried (loaded, absent or rejected) at this node's first load.
+    snapshot_tried: bool,
+    /// Events this node still has to apply before asking again whether a snapshot is due.
+    snapshot_due_in: u64,
+    /// Not before then: another node was writing one, or the epoch was not this node's.
+    snapshot_retry_at: Option<std::time::Instant>,
 }
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
@@ -1141,6 +1201,10 @@ async fn sync_loop(shared: Arc<Shared>) {
         read_ok: false,
         declared_ms: None,
         entries_added: None,
+        first: ColdStart::default(),
+        snapshot_tried: false,
+        snapshot_due_in: 0,
+        snapshot_retry_at: None,
     };
     loop {
         state.read_ok = false;
@@ -1360,7 +1424,7 @@ async fn pay_republish_owed(shared: &Shared, conn: &mut RedisConn) -> redis::Red
 }
 
 /// One connected stretch of the sync loop; returns when the connection fails.
-async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisResult<()> {
+async fn sync_session(shared: &Arc<Shared>, state: &mut SyncState) -> redis::RedisResult<()> {
     let mut conn = shared
         .client
         .open(
@@ -1381,6 +1445,10 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
     // Set when a read from `0-0` begins, for the progress log.
     let mut replay: Option<(u64, u64, std::time::Instant)> = None;
     let mut prefetch: Option<Prefetch> = None;
+    // A read blocks only once the previous one reached the tail: the first read after a
+    // connect or a snapshot load returns at once, so a node whose snapshot has nothing after
+    // it is ready without waiting out a block.
+    let mut at_tail = false;
     loop {
         keep_declared(shared, state, &mut conn, false).await?;
         // Sentinel failed over while this node stayed connected to the deposed primary, which
@@ -1420,9 +1488,10 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
                 "pending revocations not accepted",
             )));
         }
-        if state.last_id == "0-0" && replay.is_none() {
+        let from_snapshot = load_snapshot_once(shared, state, &mut conn).await?;
+        if (state.last_id == "0-0" || from_snapshot) && replay.is_none() {
             replay = Some((0, p.length, std::time::Instant::now()));
-            if p.length > 0 {
+            if p.length > 0 && !from_snapshot {
                 tracing::info!(target: "sealed_sessions::sync", events = p.length, "replaying the revocation stream: {} events", p.length);
             }
         }
@@ -1438,7 +1507,7 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
                     &mut conn,
                     &shared.keys.events,
                     &state.last_id,
-                    Some(block_ms),
+                    at_tail.then_some(block_ms),
                 )
                 .await?
             }
@@ -1447,7 +1516,7 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
                     &mut conn,
                     &shared.keys.events,
                     &state.last_id,
-                    Some(block_ms),
+                    at_tail.then_some(block_ms),
                 )
                 .await?
             }
@@ -1456,6 +1525,7 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
         state.read_from.clone_from(&state.last_id);
         let entries = reply_entries(&reply);
         let n = entries.len();
+        at_tail = n < READ_COUNT;
         let last = entries.last().and_then(entry_parts).map(|(id, _)| id);
         if let (true, Some(last)) = (n >= READ_COUNT, last) {
             // A backlog: Redis reads the next batch while this one is applied.
@@ -1467,6 +1537,10 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
             state.last_id = last.to_owned();
             shared.set_applied(&state.last_id);
         }
+        if !shared.replayed.load(Ordering::Relaxed) {
+            state.first.stream_events += n as u64;
+        }
+        state.snapshot_due_in = state.snapshot_due_in.saturating_sub(n as u64);
         if n >= READ_COUNT {
             // Still working through a backlog: not caught up, and not counted as contact.
             if let Some((applied, total, _)) = replay.as_mut() {
@@ -1486,8 +1560,188 @@ async fn sync_session(shared: &Shared, state: &mut SyncState) -> redis::RedisRes
         if state.recovery.is_none() && !shared.caught_up.swap(true, Ordering::Relaxed) {
             shared.set_phase(SyncPhase::Synced);
         }
-        // Last: this wakes `connect`, whose caller may ask `sync_status` at once.
+        if !shared.replayed.load(Ordering::Relaxed) {
+            let first = ColdStart {
+                took: shared.started.elapsed(),
+                ..state.first.clone()
+            };
+            tracing::info!(target: "sealed_sessions::sync", snapshot_entries = first.snapshot_entries, stream_events = first.stream_events, took_ms = u64::try_from(first.took.as_millis()).unwrap_or(u64::MAX), "revocation list loaded");
+            *shared.cold_start.lock() = Some(first);
+        }
+        // This wakes `connect`, whose caller may ask `sync_status` at once.
         shared.reached_tail();
+        maybe_write_snapshot(shared, state, &mut conn).await?;
+    }
+}
+
+/// At a node's first load, before its first read: loads the snapshot of the current epoch if
+/// Redis holds one, and moves the read position to the snapshot's stream id. Returns whether it
+/// did. A snapshot that cannot be used is logged and left alone: the stream is replayed from
+/// its start, as without one.
+async fn load_snapshot_once(
+    shared: &Shared,
+    state: &mut SyncState,
+    conn: &mut RedisConn,
+) -> redis::RedisResult<bool> {
+    if state.snapshot_tried
+        || state.last_id != "0-0"
+        || state.recovery.is_some()
+        || shared.replayed.load(Ordering::Relaxed)
+    {
+        return Ok(false);
+    }
+    let Some(epoch) = state.epoch.clone() else {
+        return Ok(false);
+    };
+    shared.set_phase(SyncPhase::LoadingSnapshot);
+    let began = std::time::Instant::now();
+    let loaded = snapshot::load(
+        conn,
+        &shared.keys.snapshot,
+        &epoch,
+        &shared.local,
+        shared.now(),
+    )
+    .await?;
+    state.snapshot_tried = true;
+    let took_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match loaded {
+        LoadOutcome::Absent => Ok(false),
+        LoadOutcome::Loaded {
+            id,
+            sessions,
+            users,
+        } => {
+            tracing::info!(target: "sealed_sessions::sync", sessions, users, stream_id = %id, took_ms, "loaded the revocation snapshot; reading the stream after it");
+            state.first.snapshot_entries = sessions + users;
+            state.read_from.clone_from(&id);
+            shared.set_applied(&id);
+            state.last_id = id;
+            Ok(true)
+        }
+        LoadOutcome::Rejected(why) => {
+            match &why {
+                Rejected::OtherEpoch => {
+                    tracing::info!(target: "sealed_sessions::sync", key = %shared.keys.snapshot.header(), "the revocation snapshot in Redis belongs to another epoch (written before a data loss); replaying the whole stream");
+                }
+                _ => {
+                    tracing::error!(target: "sealed_sessions::sync", key = %shared.keys.snapshot.header(), "revocation snapshot rejected: {why}; replaying the whole stream");
+                }
+            }
+            state.first.snapshot_rejected = Some(why.to_string());
+            Ok(false)
+        }
+    }
+}
+
+/// After a read that reached the tail: when this node may write a snapshot and one may be due,
+/// asks Redis (one script: due, and the lock) and starts the writer if this node got the lock.
+async fn maybe_write_snapshot(
+    shared: &Arc<Shared>,
+    state: &mut SyncState,
+    conn: &mut RedisConn,
+) -> redis::RedisResult<()> {
+    let every = shared.config.snapshot_every;
+    if every == 0
+        || state.recovery.is_some()
+        || state.snapshot_due_in > 0
+        || state.last_id == "0-0"
+        || !shared.caught_up.load(Ordering::Relaxed)
+        || state
+            .snapshot_retry_at
+            .is_some_and(|t| std::time::Instant::now() < t)
+        || shared
+            .snapshot_task
+            .lock()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    {
+        return Ok(());
+    }
+    let Some(epoch) = state.epoch.clone() else {
+        return Ok(());
+    };
+    let lock_ttl_ms = duration_ms(shared.config.republish_lock_ttl).max(1);
+    let who = snapshot::Writer {
+        node_id: &shared.node_id,
+        epoch: &epoch,
+        lock_ttl_ms,
+    };
+    state.snapshot_retry_at = None;
+    match snapshot::try_lock(conn, &shared.keys.snapshot, &who, every).await? {
+        Due::NotYet(remaining) => state.snapshot_due_in = remaining,
+        Due::Busy | Due::OtherEpoch => {
+            state.snapshot_retry_at =
+                Some(std::time::Instant::now() + shared.config.block.max(Duration::from_secs(1)));
+        }
+        Due::Held { added, length } => {
+            // Every event up to `last_id` is applied: the snapshot covers it (see the
+            // snapshot module on why entries applied later may be included).
+            let task = tokio::spawn(write_snapshot(
+                shared.clone(),
+                epoch,
+                state.last_id.clone(),
+                (added, length),
+            ));
+            *shared.snapshot_task.lock() = Some(task);
+        }
+    }
+    Ok(())
+}
+
+/// Writes a snapshot on a connection of its own (the sync connection spends its time in
+/// blocking reads, which would hold the writes up), while the sync task goes on.
+async fn write_snapshot(
+    shared: Arc<Shared>,
+    epoch: String,
+    id: String,
+    stream: (Option<u64>, u64),
+) {
+    let began = std::time::Instant::now();
+    let lock_ttl_ms = duration_ms(shared.config.republish_lock_ttl).max(1);
+    let who = snapshot::Writer {
+        node_id: &shared.node_id,
+        epoch: &epoch,
+        lock_ttl_ms,
+    };
+    let keys = &shared.keys.snapshot;
+    let result = async {
+        let mut conn = shared
+            .client
+            .open(shared.config.op_timeout, shared.config.republish_lock_ttl)
+            .await?;
+        let written = snapshot::write(
+            &mut conn,
+            keys,
+            &who,
+            &id,
+            stream,
+            &shared.local,
+            shared.now(),
+        )
+        .await;
+        if !matches!(written, Ok(Written::Flipped { .. })) {
+            let _ = snapshot::release(&mut conn, keys, &shared.node_id).await;
+        }
+        written
+    }
+    .await;
+    let took_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(Written::Flipped {
+            sessions,
+            users,
+            chunks,
+            seq,
+        }) => {
+            tracing::info!(target: "sealed_sessions::sync", sessions, users, chunks, seq, stream_id = %id, took_ms, "wrote a revocation snapshot");
+        }
+        Ok(Written::Abandoned(why)) => {
+            tracing::warn!(target: "sealed_sessions::sync", took_ms, "revocation snapshot abandoned: {why}");
+        }
+        Err(e) => {
+            tracing::warn!(target: "sealed_sessions::sync", took_ms, "writing the revocation snapshot failed: {e}");
+        }
     }
 }
 

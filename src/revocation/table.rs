@@ -181,20 +181,40 @@ impl<V: Expiring> ExpiringTable<V> {
             // Filter first: a reader that sees the entry must also see its bits.
             filter.insert(hash);
             let mut shard = self.shard(hash).write();
-            match shard.entries.find_entry(hash, |(k, _)| *k == key) {
-                Ok(occupied) => {
-                    let ((k, old), _) = occupied.remove();
-                    shard
-                        .entries
-                        .insert_unique(hash, (k, merge(Some(old), x)), |(k, _)| self.hash(k));
+            // One probe for both cases (a snapshot load inserts millions of new keys).
+            match shard
+                .entries
+                .entry(hash, |(k, _)| *k == key, |(k, _)| self.hash(k))
+            {
+                hashbrown::hash_table::Entry::Occupied(occupied) => {
+                    let ((k, old), vacant) = occupied.remove();
+                    vacant.insert((k, merge(Some(old), x)));
                 }
-                Err(_) => {
-                    shard
-                        .entries
-                        .insert_unique(hash, (key, merge(None, x)), |(k, _)| self.hash(k));
-                    self.len.fetch_add(1, Ordering::Relaxed);
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    vacant.insert((key, merge(None, x)));
+                    // Only writers change `len`, and they hold the writer lock: no RMW needed.
+                    self.len.store(len + 1, Ordering::Relaxed);
                 }
             }
+        }
+    }
+
+    /// Makes room for `additional` more entries at once (the table and its filter), so a bulk
+    /// load of a snapshot neither rehashes the shards nor rebuilds the filter as it grows.
+    pub(crate) fn reserve(&self, additional: usize) {
+        let _w = self.writer.lock();
+        let want = self.len.load(Ordering::Relaxed).saturating_add(additional);
+        if want > self.filter.load().capacity() {
+            self.rebuild_filter_locked(want);
+        }
+        // Keys spread evenly over the shards; a little slack for the unevenness.
+        let per_shard = additional / SHARDS + additional / SHARDS / 32 + 16;
+        for shard in self.shards.iter() {
+            let hasher = &self.hasher;
+            shard
+                .write()
+                .entries
+                .reserve(per_shard, |(k, _)| hasher.hash_one(k));
         }
     }
 
@@ -248,6 +268,27 @@ impl<V: Expiring> ExpiringTable<V> {
                 if v.expires_at_secs() >= now_secs {
                     f(k, v);
                 }
+            }
+        }
+    }
+
+    /// How many shards [`ExpiringTable::for_each_live_in`] walks.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Calls `f` on every entry of one shard unexpired at `now_secs`, under that shard's read
+    /// lock only (writing a snapshot walks the table one shard at a time, so writers to the
+    /// other shards never wait).
+    pub(crate) fn for_each_live_in(
+        &self,
+        shard: usize,
+        now_secs: u64,
+        mut f: impl FnMut(&[u8; 16], &V),
+    ) {
+        for (k, v) in self.shards[shard].read().entries.iter() {
+            if v.expires_at_secs() >= now_secs {
+                f(k, v);
             }
         }
     }

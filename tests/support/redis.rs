@@ -508,12 +508,98 @@ impl Cluster {
         replica
     }
 
+    /// Moves `slot` from its primary to another primary the way `redis-cli --cluster reshard`
+    /// does (IMPORTING/MIGRATING, `MIGRATE` of its keys, `SETSLOT … NODE` on every primary),
+    /// one key at a time with `pause` between keys, so clients see the slot half moved. Returns
+    /// the new owner's port.
+    pub(crate) fn migrate_slot(&self, slot: u16, pause: Duration) -> u16 {
+        let (owner, _) = self.owner_and_replica(slot);
+        let nodes = self.nodes(slot);
+        let id = |port: u16| nodes.iter().find(|n| n.0 == port).unwrap().1.clone();
+        let target = self.other_primary(slot);
+        let (owner_id, target_id) = (id(owner), id(target));
+        let setslot = |port: u16, args: &[&str]| {
+            let mut c = conn_to(port);
+            let _: String = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(args)
+                .query(&mut c)
+                .unwrap();
+        };
+        setslot(target, &["IMPORTING", &owner_id]);
+        setslot(owner, &["MIGRATING", &target_id]);
+        let mut c = conn_to(owner);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(1)
+                .query(&mut c)
+                .unwrap();
+            let Some(key) = keys.first() else { break };
+            let _: String = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(target)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(key)
+                .query(&mut c)
+                .unwrap();
+            std::thread::sleep(pause);
+        }
+        setslot(target, &["NODE", &target_id]);
+        setslot(owner, &["NODE", &target_id]);
+        for n in nodes
+            .iter()
+            .filter(|n| n.2 && n.0 != owner && n.0 != target)
+        {
+            setslot(n.0, &["NODE", &target_id]);
+        }
+        wait_until(
+            "every node sees the new owner",
+            Duration::from_secs(20),
+            || {
+                self.ports.iter().all(|p| {
+                    let mut c = conn_to(*p);
+                    let shards: redis::Value =
+                        redis::cmd("CLUSTER").arg("SLOTS").query(&mut c).unwrap();
+                    slot_owner(&shards, slot) == Some(target)
+                })
+            },
+        );
+        target
+    }
+
     /// Stops every node now.
     pub(crate) fn kill(&mut self) {
         for p in &mut self.procs {
             p.kill();
         }
     }
+}
+
+/// The primary's port for `slot` in a `CLUSTER SLOTS` reply.
+fn slot_owner(slots: &redis::Value, slot: u16) -> Option<u16> {
+    let redis::Value::Array(ranges) = slots else {
+        return None;
+    };
+    ranges.iter().find_map(|r| {
+        let redis::Value::Array(r) = r else {
+            return None;
+        };
+        let start: u16 = redis::from_redis_value_ref(r.first()?).ok()?;
+        let end: u16 = redis::from_redis_value_ref(r.get(1)?).ok()?;
+        if !(start..=end).contains(&slot) {
+            return None;
+        }
+        let redis::Value::Array(primary) = r.get(2)? else {
+            return None;
+        };
+        redis::from_redis_value_ref(primary.get(1)?).ok()
+    })
 }
 
 /// A primary, two replicas, and one Sentinel monitoring them as `mymaster`. Two replicas, as in
