@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::{
-    Claims, EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, RevocationBackend, Session,
+    Claims, EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, RevocationBackend, ValidSession,
     SessionEngine, SessionId,
 };
 
@@ -116,7 +116,7 @@ struct Fixtures {
 /// One session at one size and everything the floors need to open the same bytes.
 struct Sample {
     name: &'static str,
-    session: Session<Data>,
+    session: ValidSession<Data>,
     token: String,
     /// The decoded token: header, nonce, ciphertext, tag.
     raw: Vec<u8>,
