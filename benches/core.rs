@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::{
-    Claims, EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, RevocationBackend, ValidSession,
-    SessionEngine, SessionId,
+    Claims, EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, RevocationBackend, SessionEngine,
+    SessionId, ValidSession,
 };
 
 /// Entries in each revocation list (and in the moka cache).

@@ -66,10 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     fs::create_dir_all(&dir)?;
     #[cfg(unix)]
-    fs::set_permissions(
-        &dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )?;
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     println!("key directory: {}", dir.display());
 
     // 1. One key: it is the primary without a PRIMARY file.
@@ -97,7 +94,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         verdict(&still),
         still.as_ref().is_ok_and(|s| s.renewal_due())
     );
-    assert!(still.is_ok(), "a cookie under a key still in the ring opens");
+    assert!(
+        still.is_ok(),
+        "a cookie under a key still in the ring opens"
+    );
     // The layer re-seals such a cookie on the next response; here, by hand.
     let renewed = engine.renew(&still?)?;
     let new = engine.issue("bob", "cart: empty".into(), None).await?;

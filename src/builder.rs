@@ -3,13 +3,13 @@
 //! The builder takes the engine configuration, the key ring (given, or loaded from a key
 //! directory or an environment variable), optionally Redis in any topology, and the per-user
 //! session limit, and makes the [`SessionEngine`], the session index (in memory, or in the same
-//! Redis) and — feature `axum` — the [`SessionLayer`] with the index attached, so login,
+//! Redis) and — feature `axum` — the `SessionLayer` with the index attached, so login,
 //! logout, regeneration and logout everywhere keep the index current with no handler code.
 //!
 //! **The absolute timeout is given once**, in the [`EngineConfig`]: the Redis revocation stream
-//! keeps events exactly that long. A complete [`RedisConfig`] passed with
-//! [`SessionsBuilder::redis_config`] must carry the same absolute timeout, or
-//! [`SessionsBuilder::build`] fails with [`BuildError::RedisHorizon`]: the two never silently
+//! keeps events exactly that long. A complete `RedisConfig` passed with
+//! `SessionsBuilder::redis_config` must carry the same absolute timeout, or
+//! [`SessionsBuilder::build`] fails with `BuildError::RedisHorizon`: the two never silently
 //! disagree.
 //!
 //! # Without Redis (one node)
@@ -61,8 +61,8 @@
 //! ```
 //!
 //! # With Redis (several nodes)
-//! Feature `redis`. Any topology: [`RedisTarget::single`] (`redis://`, or `rediss://` with
-//! [`SessionsBuilder::redis_tls`]), [`RedisTarget::cluster`], [`RedisTarget::sentinel`].
+//! Feature `redis`. Any topology: `RedisTarget::single` (`redis://`, or `rediss://` with
+//! `SessionsBuilder::redis_tls`), `RedisTarget::cluster`, `RedisTarget::sentinel`.
 //! ```no_run
 //! # #[cfg(feature = "redis")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,9 +102,9 @@ use crate::layer::{LayerOptions, SessionLayer};
 use crate::redis_topology::{RedisTarget, RedisTls};
 #[cfg(feature = "redis")]
 use crate::revocation::redis::RedisSetupError;
+use crate::revocation::{MemoryRevocations, RevocationBackend};
 #[cfg(feature = "redis")]
 use crate::revocation::{RedisConfig, RedisRevocations, RevocationError};
-use crate::revocation::{MemoryRevocations, RevocationBackend};
 #[cfg(feature = "redis")]
 use crate::session_index::RedisSessionIndex;
 use crate::session_index::{DEFAULT_MAX_SESSIONS_PER_USER, MemorySessionIndex, SessionIndex};
@@ -512,7 +512,11 @@ mod tests {
         }
         let issued = block_on(sessions.engine().issue("alice", 7, None)).unwrap();
         assert_eq!(
-            sessions.engine().validate(&issued.token, None).unwrap().data(),
+            sessions
+                .engine()
+                .validate(&issued.token, None)
+                .unwrap()
+                .data(),
             &7
         );
     }

@@ -171,11 +171,9 @@ fn classify(failure: Failure<'_>) -> (StatusCode, &'static str, Cow<'static, str
             "REVOCATION_UNAVAILABLE",
             "revocation store unavailable; try again",
         ),
-        Failure::Engine(EngineError::Anonymous) => (
-            UNAUTHORIZED,
-            "NO_SESSION",
-            "this needs a signed-in session",
-        ),
+        Failure::Engine(EngineError::Anonymous) => {
+            (UNAUTHORIZED, "NO_SESSION", "this needs a signed-in session")
+        }
         Failure::Engine(EngineError::EmptyUserId) => (
             StatusCode::BAD_REQUEST,
             "BAD_REQUEST",
@@ -293,7 +291,10 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, "REVOCATION_UNAVAILABLE")
         );
         let e = HttpError::from(EngineError::Revoked(Revoked::UserVersion));
-        assert_eq!((e.status(), e.code()), (StatusCode::UNAUTHORIZED, "REVOKED"));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::UNAUTHORIZED, "REVOKED")
+        );
         let e = HttpError::from(EngineError::Anonymous);
         assert_eq!(
             (e.status(), e.code()),

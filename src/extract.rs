@@ -66,12 +66,11 @@ use http::request::Parts;
 
 use crate::audit::Auditor;
 use crate::claims::{Claims, SessionId};
-pub use crate::error::HttpError;
-use crate::error::Failure;
 use crate::engine::{
-    EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, SessionEngine,
-    ValidSession,
+    EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, SessionEngine, ValidSession,
 };
+use crate::error::Failure;
+pub use crate::error::HttpError;
 use crate::layer::{ContextError, SessionContext, SessionData};
 use crate::session_index::SessionEntry;
 
@@ -637,10 +636,10 @@ impl<T: SessionData> SessionManager<T> {
     /// # Errors
     /// 500 `SESSION_TOO_LARGE` when `data` does not fit a cookie.
     pub async fn login_with(&self, ticket: LoginTicket, data: T) -> Result<Session<T>, HttpError> {
-        let issued = self
-            .ctx
-            .engine()
-            .issue_ticket(ticket, data, self.ctx.fingerprint().copied())?;
+        let issued =
+            self.ctx
+                .engine()
+                .issue_ticket(ticket, data, self.ctx.fingerprint().copied())?;
         self.replace_current().await;
         self.started(issued).await
     }

@@ -115,8 +115,8 @@ pub mod revocation;
 pub mod session_index;
 pub mod token;
 
-pub use claims::{Claims, Fingerprint, RawData, SessionId};
 pub use builder::{BuildError, Sessions, SessionsBuilder};
+pub use claims::{Claims, Fingerprint, RawData, SessionId};
 pub use config::{ConfigError, EngineConfig};
 pub use cookies::CookieSettings;
 pub use engine::{

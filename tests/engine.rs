@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::FingerprintMode;
+use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::engine::{EngineError, Rejection};
 use sealed_sessions::revocation::{RevocationBackend, Revoked, next_version};
 use sealed_sessions::token::{SealError, TokenError};

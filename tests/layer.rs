@@ -996,7 +996,12 @@ async fn extractor_without_the_layer_is_a_500_with_its_own_code() {
 
 #[test]
 fn allowed_origins_that_cannot_match_are_refused_when_parsed() {
-    for bad in ["partner.example", "null", "https://partner.example/path", "ftp://x"] {
+    for bad in [
+        "partner.example",
+        "null",
+        "https://partner.example/path",
+        "ftp://x",
+    ] {
         let err = bad.parse::<AllowedOrigin>().unwrap_err();
         assert!(err.to_string().contains(bad), "{err}");
     }
@@ -1013,12 +1018,10 @@ fn any_cookie_header_bytes_never_cause_a_5xx() {
         .unwrap();
     let clock = ManualClock::new(SystemClock.now());
     let app = rt.block_on(async {
-        router(
-            SessionLayer::new(
-                engine(CookieSettings::production(), FingerprintMode::Off, &clock),
-                LayerOptions::default(),
-            ),
-        )
+        router(SessionLayer::new(
+            engine(CookieSettings::production(), FingerprintMode::Off, &clock),
+            LayerOptions::default(),
+        ))
     });
     let raw = prop::collection::vec(any::<u8>(), 0..6000);
     let named =
