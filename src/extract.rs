@@ -71,7 +71,7 @@ use crate::engine::{
 };
 use crate::error::Failure;
 pub use crate::error::HttpError;
-use crate::layer::{ContextError, SessionContext, SessionData};
+use crate::layer::{ContextError, SessionContext, SessionData, user_agent_label};
 use crate::session_index::SessionEntry;
 
 /// Why the [`Session`] extractor failed.
@@ -161,23 +161,15 @@ fn context<T: SessionData>(parts: &Parts) -> Result<SessionContext<T>, SessionRe
     Ok(SessionContext::from_extensions(&parts.extensions)?)
 }
 
-/// The request's `User-Agent`, kept only when the layer has a session index to label entries
-/// with it: without one, extraction costs no header lookup.
-fn user_agent_for_index<T: SessionData>(
-    ctx: &SessionContext<T>,
-    parts: &Parts,
-) -> Option<HeaderValue> {
-    ctx.index()?;
-    parts.headers.get(USER_AGENT).cloned()
-}
-
 /// A request's valid session (the extractor). See the [module docs](self).
+///
+/// Extracting it reads nothing but the layer's context: no header, no copy of the claims.
+/// A session that replaces it under a new id (regeneration, password change) is listed in the
+/// index with the label of the one it replaces (the same client).
 #[derive(Clone, Debug)]
 pub struct Session<T> {
     session: Current<T>,
     ctx: SessionContext<T>,
-    // For the index entry of a session this one is replaced by (regeneration, password change).
-    user_agent: Option<HeaderValue>,
 }
 
 /// Where an extracted session's value lives: in the request's context (what the layer
@@ -193,31 +185,21 @@ enum Current<T> {
 impl<T: SessionData> Session<T> {
     /// The extractor over the context's validated session; `None` when there is none, or when
     /// it is anonymous and `anonymous` is false (or signed in and `anonymous` is true).
-    fn validated(
-        ctx: &SessionContext<T>,
-        anonymous: bool,
-        user_agent: Option<HeaderValue>,
-    ) -> Option<Session<T>> {
+    fn validated(ctx: &SessionContext<T>, anonymous: bool) -> Option<Session<T>> {
         if ctx.session()?.is_anonymous() != anonymous {
             return None;
         }
         Some(Session {
             session: Current::Validated,
             ctx: ctx.clone(),
-            user_agent,
         })
     }
 
     /// A session issued during this request.
-    fn replaced(
-        session: ValidSession<T>,
-        ctx: SessionContext<T>,
-        user_agent: Option<HeaderValue>,
-    ) -> Session<T> {
+    fn replaced(session: ValidSession<T>, ctx: SessionContext<T>) -> Session<T> {
         Session {
             session: Current::Replaced(session),
             ctx,
-            user_agent,
         }
     }
 
@@ -283,7 +265,7 @@ impl<T: SessionData> Session<T> {
 
     fn replaced_by(self, issued: &Issued<T>) -> Session<T> {
         self.ctx.set_cookie(issued);
-        Session::replaced(issued.session.clone(), self.ctx, self.user_agent)
+        Session::replaced(issued.session.clone(), self.ctx)
     }
 
     /// Logs out: revokes this session id, clears the cookie, and removes the session from the
@@ -336,10 +318,7 @@ impl<T: SessionData> Session<T> {
         };
         self.auditor()
             .regenerated(self.user_id(), self.id(), issued.session.id());
-        self.ctx.index_removed(self.user_id(), self.id()).await;
-        self.ctx
-            .index_added(&issued.session, self.user_agent.as_ref())
-            .await;
+        self.reindex(&issued, false).await;
         Ok(self.replaced_by(&issued))
     }
 
@@ -490,14 +469,30 @@ impl<T: SessionData> Session<T> {
                     self.id(),
                     Some(issued.session.id()),
                 );
-                self.ctx.index_cleared(self.user_id()).await;
-                self.ctx
-                    .index_added(&issued.session, self.user_agent.as_ref())
-                    .await;
+                self.reindex(&issued, true).await;
                 Ok(self.replaced_by(&issued))
             }
             Err(e) => Err(self.failed(e)),
         }
+    }
+
+    /// Lists `issued`, which replaces this session, under this one's label; this one leaves the
+    /// list, and with `all` every other session of the user too.
+    async fn reindex(&self, issued: &Issued<T>, all: bool) {
+        if self.ctx.index().is_none() {
+            return;
+        }
+        let label = self
+            .ctx
+            .index_label(self.user_id(), self.id())
+            .await
+            .unwrap_or_else(|| user_agent_label(None));
+        if all {
+            self.ctx.index_cleared(self.user_id()).await;
+        } else {
+            self.ctx.index_removed(self.user_id(), self.id()).await;
+        }
+        self.ctx.index_added(&issued.session, label).await;
     }
 
     /// A change that failed: when this session is dead on this node (revoked in flight, or the
@@ -535,11 +530,8 @@ impl<S: Send + Sync, T: SessionData> FromRequestParts<S> for Session<T> {
         match ctx.outcome() {
             None => Err(SessionRejection::NoSession),
             Some(Err(r)) => Err(SessionRejection::Rejected(r.clone())),
-            Some(Ok(_)) => {
-                let user_agent = user_agent_for_index(&ctx, parts);
-                // An anonymous session is not a signed-in one.
-                Session::validated(&ctx, false, user_agent).ok_or(SessionRejection::NoSession)
-            }
+            // An anonymous session is not a signed-in one.
+            Some(Ok(_)) => Session::validated(&ctx, false).ok_or(SessionRejection::NoSession),
         }
     }
 }
@@ -552,11 +544,7 @@ impl<S: Send + Sync, T: SessionData> OptionalFromRequestParts<S> for Session<T> 
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         let ctx = context::<T>(parts)?;
-        Ok(Session::validated(
-            &ctx,
-            false,
-            user_agent_for_index(&ctx, parts),
-        ))
+        Ok(Session::validated(&ctx, false))
     }
 }
 
@@ -599,7 +587,7 @@ impl<S: Send + Sync, T: SessionData, const W: u64> FromRequestParts<S> for Fresh
 #[derive(Clone, Debug)]
 pub struct SessionManager<T> {
     ctx: SessionContext<T>,
-    // The label of the index entry a login adds.
+    // For the label of the index entry a login adds; taken only when the layer has an index.
     user_agent: Option<HeaderValue>,
 }
 
@@ -681,26 +669,23 @@ impl<T: SessionData> SessionManager<T> {
             .auditor()
             .created(issued.session.user_id(), issued.session.id());
         self.ctx.set_cookie(&issued);
-        self.ctx
-            .index_added(&issued.session, self.user_agent.as_ref())
-            .await;
-        Ok(Session::replaced(
-            issued.session,
-            self.ctx.clone(),
-            self.user_agent.clone(),
-        ))
+        if self.ctx.index().is_some() && !issued.session.is_anonymous() {
+            let label = user_agent_label(self.user_agent.as_ref());
+            self.ctx.index_added(&issued.session, label).await;
+        }
+        Ok(Session::replaced(issued.session, self.ctx.clone()))
     }
 
     /// The request's valid signed-in session, if any.
     pub fn current(&self) -> Option<Session<T>> {
-        Session::validated(&self.ctx, false, self.user_agent.clone())
+        Session::validated(&self.ctx, false)
     }
 
     /// The request's valid anonymous session, if any: [`Session::is_anonymous`] is true, its
     /// user id is empty, and every method works on it except step-up and password change
     /// (401 `NO_SESSION`) and listing (an empty list).
     pub fn anonymous(&self) -> Option<Session<T>> {
-        Session::validated(&self.ctx, true, self.user_agent.clone())
+        Session::validated(&self.ctx, true)
     }
 
     /// The client address (for throttling and audit).
@@ -724,10 +709,11 @@ impl<S: Send + Sync, T: SessionData> FromRequestParts<S> for SessionManager<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let ctx = context::<T>(parts)?;
-        Ok(SessionManager {
-            user_agent: user_agent_for_index(&ctx, parts),
-            ctx,
-        })
+        let user_agent = match ctx.index() {
+            Some(_) => parts.headers.get(USER_AGENT).cloned(),
+            None => None,
+        };
+        Ok(SessionManager { ctx, user_agent })
     }
 }
 

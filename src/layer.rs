@@ -310,14 +310,10 @@ impl<T: SessionData> SessionContext<T> {
     }
 
     /// Records a new session in the index (a signed-in one: anonymous sessions are not
-    /// listed), labelled with the client's `User-Agent`, and revokes the sessions the per-user
+    /// listed) with `label` (see [`user_agent_label`]), and revokes the sessions the per-user
     /// limit evicts. Best effort during an index outage: listing and the limit resume when the
     /// index is back, and the session works meanwhile.
-    pub(crate) async fn index_added(
-        &self,
-        session: &ValidSession<T>,
-        user_agent: Option<&HeaderValue>,
-    ) {
+    pub(crate) async fn index_added(&self, session: &ValidSession<T>, label: String) {
         let Some(index) = self.index() else { return };
         if session.is_anonymous() {
             return;
@@ -327,7 +323,7 @@ impl<T: SessionData> SessionContext<T> {
             session_id: c.session_id,
             created_at: c.created_at,
             expires_at: c.expires_at,
-            user_agent: user_agent_label(user_agent),
+            user_agent: label,
         };
         let engine = self.engine();
         let now = engine.now();
@@ -349,6 +345,21 @@ impl<T: SessionData> SessionContext<T> {
             }
             Err(e) => tracing::warn!(error = %e, "session index unavailable; session not listed"),
         }
+    }
+
+    /// The label the index holds for a session of `user` (for the session that replaces it:
+    /// the same client). `None` without an index, for an anonymous session, or when the index
+    /// does not hold it (an index outage at its login).
+    pub(crate) async fn index_label(&self, user: &str, session_id: SessionId) -> Option<String> {
+        let index = self.index()?;
+        if user.is_empty() {
+            return None;
+        }
+        let listed = index.list(user, self.engine().now()).await.ok()?;
+        listed
+            .into_iter()
+            .find(|e| e.session_id == session_id)
+            .map(|e| e.user_agent)
     }
 
     /// Removes one session from the index (best effort: an entry left behind expires with its
@@ -375,8 +386,8 @@ impl<T: SessionData> SessionContext<T> {
     }
 }
 
-/// "Firefox on Linux": what a session list shows of a client.
-fn user_agent_label(user_agent: Option<&HeaderValue>) -> String {
+/// "Firefox on Linux": what a session list shows of a client, from its `User-Agent`.
+pub(crate) fn user_agent_label(user_agent: Option<&HeaderValue>) -> String {
     let ua = user_agent.and_then(|v| v.to_str().ok()).unwrap_or("");
     let c = CoarseUserAgent::parse(ua);
     format!("{} on {}", c.browser, c.os)

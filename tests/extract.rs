@@ -203,12 +203,20 @@ impl Reply {
     }
 }
 
+const FIREFOX_LINUX: &str =
+    "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0";
+const SAFARI_IOS: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+
 impl App {
     async fn call(&self, method: &str, path: &str, cookie: Option<&str>) -> Reply {
-        let mut req = Request::builder().method(method).uri(path).header(
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Firefox/121.0",
-        );
+        self.call_as(FIREFOX_LINUX, method, path, cookie).await
+    }
+
+    async fn call_as(&self, ua: &str, method: &str, path: &str, cookie: Option<&str>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("user-agent", ua);
         if let Some(c) = cookie {
             req = req.header("cookie", c);
         }
@@ -244,6 +252,17 @@ impl App {
         let r = self.call("POST", &format!("/login/{name}"), cookie).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         r.cookie.unwrap()
+    }
+
+    async fn label(&self, user: &str, cookie: &str) -> String {
+        let id = self.id_of(cookie);
+        let now = self.sessions.engine().now();
+        let listed = self.sessions.index().list(user, now).await.unwrap();
+        listed
+            .into_iter()
+            .find(|e| e.session_id == id)
+            .unwrap()
+            .user_agent
     }
 
     async fn listed(&self, user: &str) -> HashSet<SessionId> {
@@ -283,25 +302,26 @@ impl App {
 async fn logins_logouts_and_regeneration_keep_the_index_current_without_handler_code() {
     let app = app(Some(10)).await;
     let a = app.login("ann", None).await;
-    let b = app.login("ann", None).await;
+    app.clock.advance(Duration::from_millis(1));
+    let r = app.call_as(SAFARI_IOS, "POST", "/login/ann", None).await;
+    let b = r.cookie.unwrap();
     assert_eq!(app.listed("ann").await, app.ids(&[&a, &b]));
     let r = app.call("GET", "/sessions", Some(&a)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json().as_array().unwrap().len(), 2);
-    let entry = &app
-        .sessions
-        .index()
-        .list("ann", app.sessions.engine().now())
-        .await
-        .unwrap()[0];
-    assert_eq!(entry.user_agent, "Firefox on Linux");
+    assert_eq!(app.label("ann", &a).await, "Firefox on Linux");
+    assert_eq!(app.label("ann", &b).await, "Safari on iOS");
 
-    // Regeneration: the new id is listed in place of the old one.
-    let r = app.call("POST", "/regenerate", Some(&a)).await;
+    // Regeneration: the new id is listed in place of the old one, labelled as the old one was
+    // (the same client), whatever the regenerating request's own User-Agent.
+    let r = app
+        .call_as(SAFARI_IOS, "POST", "/regenerate", Some(&a))
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let a2 = r.cookie.unwrap();
     assert_eq!(app.verdict(&a), "REVOKED");
     assert_eq!(app.listed("ann").await, app.ids(&[&b, &a2]));
+    assert_eq!(app.label("ann", &a2).await, "Firefox on Linux");
 
     // Logout removes it.
     let r = app.call("POST", "/logout", Some(&b)).await;
