@@ -1,11 +1,12 @@
 //! Typed session data with the revocation list and session index in Redis, wired by the
-//! builder: run it twice on two ports against one Redis and a logout on one node is in force on
-//! the other.
+//! builder: run it twice on two ports against one Redis, with the same keys, and a logout on one
+//! node is in force on the other.
 //!
 //! ```text
 //! redis-server --port 6390 --save '' &
+//! export SEALED_SESSIONS_KEYS="k1:$(head -c 32 /dev/urandom | base64)"   # shared by the nodes
 //! REDIS_URL=redis://127.0.0.1:6390 cargo run --example typed_redis --features redis
-//! # or: cargo run --example typed_redis --features redis -- redis://127.0.0.1:6390
+//! # or: PORT=3001 cargo run --example typed_redis --features redis -- redis://127.0.0.1:6390
 //!
 //! curl -c jar -b jar -X POST localhost:3000/cart -H 'content-type: application/json' -d '{"item":"book"}'
 //! curl -c jar -b jar -X POST localhost:3000/login -H 'content-type: application/json' -d '{"name":"alice"}'
@@ -13,9 +14,9 @@
 //! curl -b jar localhost:3000/sessions
 //! curl -c jar -b jar -X POST localhost:3000/logout-everywhere
 //! ```
-//! A demo: /login takes any name and no password, the key is generated at start (use
-//! `keys_from_dir` or `keys_from_env` so nodes share keys), and the cookie preset is the
-//! insecure one for plain-http localhost. `PORT` chooses another port than 3000.
+//! A demo: /login takes any name and no password, and the cookie preset is the insecure one for
+//! plain-http localhost. Without `SEALED_SESSIONS_KEYS` a key is generated at start (its
+//! cookies open on this node only). `PORT` chooses another port than 3000.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ use std::process::ExitCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sealed_sessions::extract::{Session, SessionManager};
+use sealed_sessions::keys::ENV_VAR;
 use sealed_sessions::redis_topology::{RedisTarget, redact_url};
 use sealed_sessions::{CookieSettings, EngineConfig, HttpError, Key, KeyId, KeyRing, Sessions};
 use serde::{Deserialize, Serialize};
@@ -138,7 +140,13 @@ async fn main() -> ExitCode {
     match run(&url).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprint!("error: {e}");
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                eprint!(": {c}");
+                cause = c.source();
+            }
+            eprintln!();
             ExitCode::FAILURE
         }
     }
@@ -148,10 +156,14 @@ async fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let config = EngineConfig::builder()
         .cookie(CookieSettings::insecure_dev())
         .build()?;
-    let keys = KeyRing::single(KeyId::new("demo")?, Key::generate()?);
-    let sessions = Sessions::<Visit>::builder()
-        .config(config)
-        .keys(keys)
+    let builder = Sessions::<Visit>::builder().config(config);
+    let builder = if std::env::var_os(ENV_VAR).is_some() {
+        builder.keys_from_env(ENV_VAR)
+    } else {
+        println!("{ENV_VAR} is not set: sealing with a key of this process only");
+        builder.keys(KeyRing::single(KeyId::new("demo")?, Key::generate()?))
+    };
+    let sessions = builder
         .redis(RedisTarget::single(url))
         .max_sessions_per_user(Some(5))
         .build()
