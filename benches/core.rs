@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::{
-    Claims, EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, RevocationBackend, Session,
-    SessionEngine, SessionId,
+    Claims, EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, RevocationBackend, SessionEngine,
+    SessionId, ValidSession,
 };
 
 /// Entries in each revocation list (and in the moka cache).
@@ -116,7 +116,7 @@ struct Fixtures {
 /// One session at one size and everything the floors need to open the same bytes.
 struct Sample {
     name: &'static str,
-    session: Session<Data>,
+    session: ValidSession<Data>,
     token: String,
     /// The decoded token: header, nonce, ciphertext, tag.
     raw: Vec<u8>,

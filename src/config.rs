@@ -3,18 +3,7 @@
 use std::time::Duration;
 
 use crate::cookies::{CookieError, CookieSettings};
-
-/// What to do when a request's client fingerprint differs from the one sealed in its session.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FingerprintPolicy {
-    /// Do not compare (default: strict binding logs real users out on IP or browser changes).
-    #[default]
-    Off,
-    /// Accept, but mark the session so the caller can emit an anomaly event.
-    Log,
-    /// Reject with `FingerprintMismatch`.
-    Enforce,
-}
+use crate::fingerprint::FingerprintMode;
 
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +25,7 @@ pub struct EngineConfig {
     pub(crate) renew_after: Duration,
     pub(crate) step_up_window: Duration,
     pub(crate) cookie: CookieSettings,
-    pub(crate) fingerprint: FingerprintPolicy,
+    pub(crate) fingerprint: FingerprintMode,
     pub(crate) max_clock_skew: Duration,
 }
 
@@ -48,7 +37,7 @@ impl Default for EngineConfig {
             renew_after: Duration::from_secs(60),
             step_up_window: Duration::from_secs(5 * 60),
             cookie: CookieSettings::production(),
-            fingerprint: FingerprintPolicy::Off,
+            fingerprint: FingerprintMode::Off,
             max_clock_skew: Duration::from_secs(2 * 60),
         }
     }
@@ -90,8 +79,10 @@ impl EngineConfig {
     pub fn cookie(&self) -> &CookieSettings {
         &self.cookie
     }
-    /// Fingerprint policy (default: off).
-    pub fn fingerprint(&self) -> FingerprintPolicy {
+    /// What sessions are bound to, and what a mismatch does (default
+    /// [`FingerprintMode::Off`]). The one fingerprint setting: the HTTP layer computes the
+    /// request's fingerprint by this mode, the engine compares by it.
+    pub fn fingerprint(&self) -> FingerprintMode {
         self.fingerprint
     }
     /// Clock skew allowed between nodes (default 2 min): a token whose `created_at`,
@@ -137,10 +128,11 @@ impl EngineConfigBuilder {
         self.0.cookie = c;
         self
     }
-    /// Fingerprint policy (default off).
+    /// What sessions are bound to (default [`FingerprintMode::Off`]): `Log` reports a changed
+    /// client and accepts it, `Ua` and `UaIp` reject it with `FINGERPRINT_MISMATCH`.
     #[must_use]
-    pub fn fingerprint(mut self, p: FingerprintPolicy) -> Self {
-        self.0.fingerprint = p;
+    pub fn fingerprint(mut self, mode: FingerprintMode) -> Self {
+        self.0.fingerprint = mode;
         self
     }
 

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 
 use crate::claims::{Claims, Fingerprint, SessionId};
 use crate::clock::{Clock, SystemClock, UnixMillis};
-use crate::config::{EngineConfig, FingerprintPolicy};
+use crate::config::EngineConfig;
 use crate::cookies::MAX_SET_COOKIE_LEN;
+use crate::fingerprint::FingerprintMode;
 use crate::keys::KeyRing;
 use crate::revocation::{MemoryRevocations, RevocationBackend, RevocationError, Revoked};
 use crate::token::{self, Budget, SealError, TokenError};
@@ -91,6 +92,14 @@ pub enum EngineError {
     /// the change committed). Nothing was changed.
     #[error("session revoked while the request was in flight")]
     Revoked(Revoked),
+    /// The operation needs a signed-in user (step-up, password change, logging out the user's
+    /// other sessions) and the session is anonymous. Nothing was changed.
+    #[error("the session is anonymous; this needs a signed-in user")]
+    Anonymous,
+    /// A login was asked for with an empty user id: the empty id marks anonymous sessions
+    /// ([`SessionEngine::issue_anonymous`]), so a user session cannot have it.
+    #[error("a user session needs a non-empty user id")]
+    EmptyUserId,
 }
 
 /// A password change that did not complete (see [`SessionEngine::change_password`]).
@@ -129,15 +138,17 @@ impl LoginTicket {
     }
 }
 
-/// A session that passed validation (or was just issued).
+/// A session that passed validation (or was just issued): what [`SessionEngine::validate`]
+/// returns and the lifecycle methods take. Handlers see it through the
+/// `extract::Session` extractor (feature `axum`).
 #[derive(Clone, Debug)]
-pub struct Session<T> {
+pub struct ValidSession<T> {
     claims: Claims<T>,
     renewal_due: bool,
     fingerprint_changed: bool,
 }
 
-impl<T> Session<T> {
+impl<T> ValidSession<T> {
     /// The verified claims.
     pub fn claims(&self) -> &Claims<T> {
         &self.claims
@@ -146,9 +157,14 @@ impl<T> Session<T> {
     pub fn id(&self) -> SessionId {
         self.claims.session_id
     }
-    /// The user id.
+    /// The user id; empty for an anonymous session (see [`ValidSession::is_anonymous`]).
     pub fn user_id(&self) -> &str {
         &self.claims.user_id
+    }
+    /// Whether this is an anonymous (guest) session ([`SessionEngine::issue_anonymous`]): no
+    /// user id, in no user's session index, untouched by a user's logout everywhere.
+    pub fn is_anonymous(&self) -> bool {
+        self.claims.user_id.is_empty()
     }
     /// The application data.
     pub fn data(&self) -> &T {
@@ -159,7 +175,7 @@ impl<T> Session<T> {
     pub fn renewal_due(&self) -> bool {
         self.renewal_due
     }
-    /// Under [`FingerprintPolicy::Log`]: the request's fingerprint differs from the session's.
+    /// Under [`FingerprintMode::Log`]: the request's fingerprint differs from the session's.
     pub fn fingerprint_changed(&self) -> bool {
         self.fingerprint_changed
     }
@@ -172,7 +188,7 @@ impl<T> Session<T> {
 #[derive(Clone)]
 pub struct Issued<T> {
     /// The session now in force.
-    pub session: Session<T>,
+    pub session: ValidSession<T>,
     /// The cookie value (the token).
     pub token: String,
     /// How long the browser should keep the cookie: the idle timeout, capped by what is left
@@ -308,7 +324,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         &self,
         token: &str,
         fingerprint: Option<&Fingerprint>,
-    ) -> Result<Session<T>, Rejection> {
+    ) -> Result<ValidSession<T>, Rejection> {
         self.validate_at(token, fingerprint, self.inner.clock.now())
     }
 
@@ -322,7 +338,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         token: &str,
         fingerprint: Option<&Fingerprint>,
         now: UnixMillis,
-    ) -> Result<Session<T>, Rejection> {
+    ) -> Result<ValidSession<T>, Rejection> {
         let inner = &*self.inner;
         let keys = inner.keys.load();
         let token::Opened {
@@ -355,13 +371,18 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         }
         inner
             .revocations
-            .check(&claims.session_id, &claims.user_id, claims.version, now)
+            .check(
+                &claims.session_id,
+                &claims.user_id,
+                version_checked(&claims),
+                now,
+            )
             .map_err(Rejection::Revoked)?;
         let fingerprint_changed = match (inner.config.fingerprint, &claims.fingerprint) {
-            (FingerprintPolicy::Off, _) | (_, None) => false,
-            (policy, Some(sealed)) => {
+            (FingerprintMode::Off, _) | (_, None) => false,
+            (mode, Some(sealed)) => {
                 let same = fingerprint.is_some_and(|f| f.ct_eq(sealed));
-                if !same && policy == FingerprintPolicy::Enforce {
+                if !same && mode != FingerprintMode::Log {
                     return Err(Rejection::FingerprintMismatch);
                 }
                 !same
@@ -372,7 +393,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         let renewal_due = now.since(claims.last_seen) >= inner.config.renew_after
             || !sealed_under_primary
             || fingerprint_changed;
-        Ok(Session {
+        Ok(ValidSession {
             claims,
             renewal_due,
             fingerprint_changed,
@@ -380,17 +401,18 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     }
 
     /// Checks that the session's last password or step-up check is within `window` (the
-    /// configured step-up window when `None`).
+    /// configured step-up window when `None`). An anonymous session never passed a password
+    /// check, so it is never fresh.
     ///
     /// # Errors
     /// [`Rejection::StepUpRequired`].
     pub fn require_fresh(
         &self,
-        session: &Session<T>,
+        session: &ValidSession<T>,
         window: Option<Duration>,
     ) -> Result<(), Rejection> {
         let window = window.unwrap_or(self.inner.config.step_up_window);
-        if self.now().since(session.claims.auth_time) <= window {
+        if !session.is_anonymous() && self.now().since(session.claims.auth_time) <= window {
             Ok(())
         } else {
             Err(Rejection::StepUpRequired)
@@ -407,7 +429,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ///
     /// # Errors
     /// [`EngineError::Revoked`].
-    pub async fn recheck(&self, session: &Session<T>) -> Result<(), EngineError> {
+    pub async fn recheck(&self, session: &ValidSession<T>) -> Result<(), EngineError> {
         let c = &session.claims;
         let inner = &*self.inner;
         // The store first, then the local list: a revocation that lands while the store
@@ -416,26 +438,29 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         // The backend's policy decides what an unreachable store means (Redis: the local list).
         // The barrier brings in a single-session logout made on another node a moment ago.
         inner.revocations.barrier().await?;
-        let min = inner.revocations.current_version(&c.user_id).await?;
-        if c.version < min {
-            return Err(EngineError::Revoked(Revoked::UserVersion));
+        // An anonymous session has no user version to read.
+        if !session.is_anonymous() {
+            let min = inner.revocations.current_version(&c.user_id).await?;
+            if c.version < min {
+                return Err(EngineError::Revoked(Revoked::UserVersion));
+            }
         }
         self.recheck_local(session)
     }
 
     /// The local part of [`SessionEngine::recheck`], for changes that keep the session id and
     /// version (a cookie they mint is revoked exactly when the old one is).
-    fn recheck_local(&self, session: &Session<T>) -> Result<(), EngineError> {
+    fn recheck_local(&self, session: &ValidSession<T>) -> Result<(), EngineError> {
         let c = &session.claims;
         self.inner
             .revocations
-            .check(&c.session_id, &c.user_id, c.version, self.now())
+            .check(&c.session_id, &c.user_id, version_checked(c), self.now())
             .map_err(EngineError::Revoked)
     }
 
     /// Whether this session's id was revoked (on this node), whatever the user's version: for
     /// the last step of changes that raised the version themselves.
-    fn recheck_id_local(&self, session: &Session<T>) -> Result<(), EngineError> {
+    fn recheck_id_local(&self, session: &ValidSession<T>) -> Result<(), EngineError> {
         let c = &session.claims;
         // No version is below u64::MAX: only the session-id entry can answer.
         self.inner
@@ -450,7 +475,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         let token = token::seal(&keys, inner.config.cookie.name(), &claims, inner.budget)?;
         let max_age = inner.config.idle_timeout.min(claims.expires_at.since(now));
         Ok(Issued {
-            session: Session {
+            session: ValidSession {
                 claims,
                 renewal_due: false,
                 fingerprint_changed: false,
@@ -465,12 +490,16 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// the order matters).
     ///
     /// # Errors
-    /// [`EngineError::Revocation`] (the user's version could not be read).
+    /// [`EngineError::Revocation`] (the user's version could not be read);
+    /// [`EngineError::EmptyUserId`] (the empty id is reserved for anonymous sessions).
     pub async fn begin_login(
         &self,
         user_id: impl Into<String>,
     ) -> Result<LoginTicket, EngineError> {
         let user_id = user_id.into();
+        if user_id.is_empty() {
+            return Err(EngineError::EmptyUserId);
+        }
         let version = self.inner.revocations.current_version(&user_id).await?;
         Ok(LoginTicket { user_id, version })
     }
@@ -518,19 +547,56 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         self.seal(claims, now)
     }
 
+    /// An anonymous (guest) session: a fresh id, no user id, for a cart or pre-login state.
+    ///
+    /// It validates, renews, updates, regenerates and logs out like any session, with these
+    /// differences: its user id is empty ([`ValidSession::is_anonymous`]); no user's logout
+    /// everywhere or password change touches it (it has no user version); it is never fresh
+    /// ([`SessionEngine::require_fresh`]), so step-up and password change refuse it with
+    /// [`EngineError::Anonymous`]; and the HTTP layer keeps it out of the session index.
+    /// At login it is replaced by a user session under a new id, and its own id is revoked
+    /// (`extract::SessionManager::login`).
+    ///
+    /// In the token it is a session whose user id is the empty string, so the token format is
+    /// unchanged.
+    ///
+    /// # Errors
+    /// [`EngineError::Seal`] (data too large for a cookie).
+    pub fn issue_anonymous(
+        &self,
+        data: T,
+        fingerprint: Option<Fingerprint>,
+    ) -> Result<Issued<T>, EngineError> {
+        let now = self.now();
+        let claims = Claims {
+            session_id: new_session_id()?,
+            user_id: String::new(),
+            version: 0,
+            // No password was checked: `require_fresh` refuses anonymous sessions whatever
+            // this says.
+            auth_time: now,
+            created_at: now,
+            last_seen: now,
+            expires_at: now.saturating_add(self.inner.config.absolute_timeout),
+            fingerprint,
+            data,
+        };
+        self.seal(claims, now)
+    }
+
     /// Sliding renewal: the same session with `last_seen` set to now, sealed under the primary
-    /// key. Call when [`Session::renewal_due`].
+    /// key. Call when [`ValidSession::renewal_due`].
     ///
     /// # Errors
     /// [`EngineError::Seal`].
-    pub fn renew(&self, session: &Session<T>) -> Result<Issued<T>, EngineError> {
+    pub fn renew(&self, session: &ValidSession<T>) -> Result<Issued<T>, EngineError> {
         let now = self.now();
         let mut claims = session.claims.clone();
         claims.last_seen = now;
         self.seal(claims, now)
     }
 
-    /// [`SessionEngine::renew`] that, under [`FingerprintPolicy::Log`], also adopts the
+    /// [`SessionEngine::renew`] that, under [`FingerprintMode::Log`], also adopts the
     /// request's fingerprint when it changed: the change is reported once (the request that
     /// saw it), not on every later request. The layer renews this way.
     ///
@@ -538,13 +604,13 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// [`EngineError::Seal`].
     pub fn renew_adopting(
         &self,
-        session: &Session<T>,
+        session: &ValidSession<T>,
         fingerprint: Option<&Fingerprint>,
     ) -> Result<Issued<T>, EngineError> {
         let now = self.now();
         let mut claims = session.claims.clone();
         claims.last_seen = now;
-        if session.fingerprint_changed && self.inner.config.fingerprint == FingerprintPolicy::Log {
+        if session.fingerprint_changed && self.inner.config.fingerprint == FingerprintMode::Log {
             claims.fingerprint = fingerprint.copied();
         }
         self.seal(claims, now)
@@ -561,7 +627,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// # Errors
     /// [`EngineError::Seal`] (for instance when the data is too large for a cookie);
     /// [`EngineError::Revoked`] when the session is revoked on this node.
-    pub fn update(&self, session: &Session<T>, data: T) -> Result<Issued<T>, EngineError> {
+    pub fn update(&self, session: &ValidSession<T>, data: T) -> Result<Issued<T>, EngineError> {
         self.recheck_local(session)?;
         let now = self.now();
         let mut claims = session.claims.clone();
@@ -574,8 +640,10 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// the password check: it re-checks revocation ([`SessionEngine::recheck`]).
     ///
     /// # Errors
-    /// [`EngineError::Seal`]; [`EngineError::Revoked`] when the session was revoked meanwhile.
-    pub async fn step_up(&self, session: &Session<T>) -> Result<Issued<T>, EngineError> {
+    /// [`EngineError::Seal`]; [`EngineError::Revoked`] when the session was revoked meanwhile;
+    /// [`EngineError::Anonymous`] for an anonymous session (it has no password to re-enter).
+    pub async fn step_up(&self, session: &ValidSession<T>) -> Result<Issued<T>, EngineError> {
+        require_user(session)?;
         self.recheck(session).await?;
         let now = self.now();
         let mut claims = session.claims.clone();
@@ -596,7 +664,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// was validated ([`SessionEngine::recheck`]): a new id must not outlive a revoked one.
     pub async fn regenerate(
         &self,
-        session: &Session<T>,
+        session: &ValidSession<T>,
         data: Option<T>,
     ) -> Result<Issued<T>, EngineError> {
         self.recheck(session).await?;
@@ -625,7 +693,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// [`EngineError::Revocation`] when the shared store did not take it (enforced locally and
     /// retried in the background). Callers usually treat this as success:
     /// the cookie is cleared and the revocation is already in force on this node.
-    pub async fn logout(&self, session: &Session<T>) -> Result<(), EngineError> {
+    pub async fn logout(&self, session: &ValidSession<T>) -> Result<(), EngineError> {
         self.inner
             .revocations
             .revoke_session(session.id(), session.claims.expires_at, self.now())
@@ -638,8 +706,12 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ///
     /// # Errors
     /// [`EngineError::Revocation`] when the shared store did not take it (enforced locally and
-    /// retried in the background).
+    /// retried in the background); [`EngineError::EmptyUserId`] for the empty user id, which
+    /// names no user (anonymous sessions are logged out one by one).
     pub async fn logout_everywhere(&self, user_id: &str) -> Result<u64, EngineError> {
+        if user_id.is_empty() {
+            return Err(EngineError::EmptyUserId);
+        }
         let now = self.now();
         let until = now.saturating_add(self.inner.config.absolute_timeout);
         Ok(self
@@ -656,11 +728,12 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ///
     /// # Errors
     /// As [`SessionEngine::logout_everywhere`], [`EngineError::Revoked`] and
-    /// [`EngineError::Seal`].
+    /// [`EngineError::Seal`]; [`EngineError::Anonymous`] for an anonymous session.
     pub async fn logout_other_sessions(
         &self,
-        session: &Session<T>,
+        session: &ValidSession<T>,
     ) -> Result<Issued<T>, EngineError> {
+        require_user(session)?;
         self.recheck(session).await?;
         let version = self.logout_everywhere(session.user_id()).await?;
         // A logout of this session while the version was raised: no new id for it.
@@ -671,7 +744,7 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// This session under a new id at `version`, freshly authenticated.
     fn continue_at_version(
         &self,
-        session: &Session<T>,
+        session: &ValidSession<T>,
         version: u64,
     ) -> Result<Issued<T>, EngineError> {
         let now = self.now();
@@ -705,15 +778,17 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// # Errors
     /// [`PasswordChangeError::Engine`] before the password is stored, or
     /// [`EngineError::Revoked`] after it when this session was logged out meanwhile;
-    /// [`PasswordChangeError::Store`] when `store` fails.
+    /// [`PasswordChangeError::Store`] when `store` fails; [`EngineError::Anonymous`] for an
+    /// anonymous session (`store` is not run).
     pub async fn change_password<F, E>(
         &self,
-        session: &Session<T>,
+        session: &ValidSession<T>,
         store: F,
     ) -> Result<Issued<T>, PasswordChangeError<E>>
     where
         F: Future<Output = Result<(), E>>,
     {
+        require_user(session)?;
         self.recheck(session).await?;
         let user = session.user_id();
         let first = self.logout_everywhere(user).await?;
@@ -753,6 +828,27 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// The Set-Cookie that deletes the session cookie.
     pub fn clear_cookie(&self) -> Cookie<'static> {
         self.inner.config.cookie.clearing()
+    }
+}
+
+/// The version to check a token's claims against the user's minimum with. An anonymous session
+/// has no user, so no minimum applies: no version is below `u64::MAX`, and only its session-id
+/// entry can revoke it (even if something raised a version for the empty user id).
+#[inline]
+fn version_checked<T>(claims: &Claims<T>) -> u64 {
+    if claims.user_id.is_empty() {
+        u64::MAX
+    } else {
+        claims.version
+    }
+}
+
+/// [`EngineError::Anonymous`] for an anonymous session.
+fn require_user<T>(session: &ValidSession<T>) -> Result<(), EngineError> {
+    if session.is_anonymous() {
+        Err(EngineError::Anonymous)
+    } else {
+        Ok(())
     }
 }
 

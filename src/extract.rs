@@ -1,229 +1,111 @@
-//! axum extractors over the [`SessionLayer`](crate::layer::SessionLayer), and the one error type
-//! for session handlers.
+//! axum extractors over the [`SessionLayer`](crate::layer::SessionLayer).
 //!
-//! - [`Session<T>`]: a valid session, or a 401 [`SessionRejection`] saying why not.
-//! - `Option<Session<T>>`: `None` without a valid session. A cookie that was present but bad is
-//!   also `None` here (the layer still clears it on the response and audits the rejection); use
-//!   [`SessionManager::context`] to tell the two apart.
+//! - [`Session<T>`]: a valid signed-in session, or a 401 [`SessionRejection`] saying why not.
+//! - `Option<Session<T>>`: `None` without a valid signed-in session. A cookie that was present
+//!   but bad is also `None` here (the layer still clears it on the response and audits the
+//!   rejection); use [`SessionManager::context`] to tell the two apart.
 //! - [`Fresh<T, WINDOW_SECS>`]: a session whose last password check is recent, else 401
 //!   `STEP_UP_REQUIRED`.
-//! - [`SessionManager<T>`]: always succeeds under the layer; logs users in.
+//! - [`SessionManager<T>`]: always succeeds under the layer; logs users in, starts anonymous
+//!   sessions, hands out the current one.
 //!
 //! The session-changing methods take the extractor by value and return the new [`Session`], so
 //! a handler cannot go on using the claims of a session it has just replaced. Each records the
-//! cookie change for the layer to send.
+//! cookie change for the layer to send and, when the layer has a session index, updates it.
+//!
+//! # Anonymous sessions
+//! [`SessionManager::start_anonymous`] issues a session with no user (a cart, pre-login
+//! state). [`Session`] and [`Fresh`] do not accept it — a handler that takes them gets a
+//! signed-in user, as before guests existed — so a guest on such a route gets 401
+//! `NO_SESSION`. Handlers that serve guests read [`SessionManager::anonymous`]. At login the
+//! guest session is revoked and a user session with a new id replaces it (session fixation);
+//! what data the user session carries is the handler's choice:
+//!
+//! ```
+//! use sealed_sessions::extract::{SessionManager, Session};
+//! use sealed_sessions::HttpError;
+//! # type Cart = Vec<String>;
+//!
+//! async fn add_to_cart(sessions: SessionManager<Cart>) -> Result<(), HttpError> {
+//!     match sessions.current().or_else(|| sessions.anonymous()) {
+//!         Some(s) => {
+//!             let mut cart = s.data().clone();
+//!             cart.push("book".into());
+//!             s.update(cart)?;
+//!         }
+//!         None => {
+//!             sessions.start_anonymous(vec!["book".into()]).await?;
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//!
+//! async fn login(sessions: SessionManager<Cart>) -> Result<(), HttpError> {
+//!     // A real handler checks a password first.
+//!     let cart = sessions.anonymous().map(|guest| guest.data().clone()).unwrap_or_default();
+//!     sessions.login("alice", cart).await?;
+//!     Ok(())
+//! }
+//! ```
 //!
 //! Every extractor needs the layer with the same `T`. Without it they fail with 500
-//! `SESSION_LAYER_MISSING`: that is a wiring bug, not a client error.
-//!
-//! # Error mapping
-//! [`HttpError::from`] maps every [`Rejection`] and [`EngineError`] in one exhaustive `match`:
-//!
-//! | failure | status | code |
-//! |---|---|---|
-//! | no session cookie | 401 | `NO_SESSION` |
-//! | [`Rejection`] | 401 | its [`code`](Rejection::code) |
-//! | layer missing | 500 | `SESSION_LAYER_MISSING` |
-//! | `SealError::TooLarge` | 500 | `SESSION_TOO_LARGE` (the application stores too much; the client cannot fix that, so not 413) |
-//! | other `SealError` | 500 | `INTERNAL` |
-//! | `RevocationError::Unavailable` | 503 | `REVOCATION_UNAVAILABLE` |
+//! `SESSION_LAYER_MISSING`, and with a layer of another data type with 500
+//! `SESSION_TYPE_MISMATCH` naming both types: a wiring bug, not a client error. Failures map to
+//! statuses and codes in [`crate::error`].
 
-use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Deref;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use http::HeaderValue;
+use http::header::USER_AGENT;
 use http::request::Parts;
 
 use crate::audit::Auditor;
 use crate::claims::{Claims, SessionId};
 use crate::engine::{
-    self, EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, SessionEngine,
+    EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, SessionEngine, ValidSession,
 };
-use crate::layer::{SessionContext, SessionData};
-use crate::revocation::RevocationError;
-use crate::token::SealError;
-
-/// An error a session handler returns: a status, a stable code and a message, sent as
-/// `{"error": message, "code": code}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpError {
-    status: StatusCode,
-    code: &'static str,
-    message: Cow<'static, str>,
-}
-
-impl HttpError {
-    /// An error with this status, code and message.
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        message: impl Into<Cow<'static, str>>,
-    ) -> HttpError {
-        HttpError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
-    /// The human-readable message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for HttpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
-    }
-}
-
-impl std::error::Error for HttpError {}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message, "code": self.code });
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// Everything a session handler can fail with, for the one mapping below.
-enum Failure<'a> {
-    NoSession,
-    LayerMissing,
-    Rejected(&'a Rejection),
-    Engine(&'a EngineError),
-}
-
-/// The one place failures become status, code and message. Exhaustive on purpose: a new
-/// rejection or engine error does not compile until it has a wire code.
-fn classify(failure: Failure<'_>) -> (StatusCode, &'static str, &'static str) {
-    const UNAUTHORIZED: StatusCode = StatusCode::UNAUTHORIZED;
-    match failure {
-        Failure::NoSession => (UNAUTHORIZED, "NO_SESSION", "no session"),
-        Failure::LayerMissing => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "SESSION_LAYER_MISSING",
-            "session layer is not installed for this route",
-        ),
-        Failure::Rejected(Rejection::Invalid(_)) => (UNAUTHORIZED, "INVALID", "invalid session"),
-        Failure::Rejected(Rejection::Expired) => (UNAUTHORIZED, "EXPIRED", "session expired"),
-        Failure::Rejected(Rejection::IdleTimeout) => {
-            (UNAUTHORIZED, "IDLE_TIMEOUT", "session idle for too long")
-        }
-        Failure::Rejected(Rejection::Revoked(_)) => (UNAUTHORIZED, "REVOKED", "session revoked"),
-        Failure::Rejected(Rejection::FingerprintMismatch) => (
-            UNAUTHORIZED,
-            "FINGERPRINT_MISMATCH",
-            "session used from a different client",
-        ),
-        Failure::Rejected(Rejection::NotSynced) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "REVOCATION_STALE",
-            "revocation list not loaded yet; try again",
-        ),
-        Failure::Rejected(Rejection::StepUpRequired) => (
-            UNAUTHORIZED,
-            "STEP_UP_REQUIRED",
-            "recent authentication required",
-        ),
-        Failure::Engine(EngineError::Seal(seal)) => match seal {
-            SealError::TooLarge { .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "SESSION_TOO_LARGE",
-                "session data too large for a cookie",
-            ),
-            SealError::Encode(_) | SealError::Random(_) | SealError::CookieName => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                "session could not be sealed",
-            ),
-        },
-        Failure::Engine(EngineError::Revoked(_)) => (UNAUTHORIZED, "REVOKED", "session revoked"),
-        Failure::Engine(EngineError::Revocation(RevocationError::Unavailable(_))) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "REVOCATION_UNAVAILABLE",
-            "revocation store unavailable; try again",
-        ),
-    }
-}
-
-impl From<Failure<'_>> for HttpError {
-    fn from(f: Failure<'_>) -> HttpError {
-        let (status, code, message) = classify(f);
-        HttpError::new(status, code, message)
-    }
-}
-
-impl From<&Rejection> for HttpError {
-    fn from(r: &Rejection) -> HttpError {
-        Failure::Rejected(r).into()
-    }
-}
-
-impl From<Rejection> for HttpError {
-    fn from(r: Rejection) -> HttpError {
-        HttpError::from(&r)
-    }
-}
-
-impl From<EngineError> for HttpError {
-    fn from(e: EngineError) -> HttpError {
-        let err = HttpError::from(Failure::Engine(&e));
-        match &e {
-            // Seal errors carry sizes and OS messages, nothing secret.
-            EngineError::Seal(seal) => {
-                tracing::error!(error = %crate::report::Chain(seal), code = err.code, "session operation failed")
-            }
-            // The backend reports its own details; its message may name its endpoint.
-            EngineError::Revocation(_) => {
-                tracing::warn!(code = err.code, "revocation store unavailable")
-            }
-            EngineError::Revoked(_) => {
-                tracing::info!(
-                    code = err.code,
-                    "session revoked while its request was in flight"
-                )
-            }
-        }
-        err
-    }
-}
+use crate::error::Failure;
+pub use crate::error::HttpError;
+use crate::layer::{ContextError, SessionContext, SessionData, user_agent_label};
+use crate::session_index::SessionEntry;
 
 /// Why the [`Session`] extractor failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SessionRejection {
-    /// The request carried no session cookie: 401 `NO_SESSION`.
+    /// The request carried no session cookie, or an anonymous session where a signed-in one
+    /// is needed: 401 `NO_SESSION`.
     NoSession,
     /// The cookie was rejected (or, for [`Fresh`], the session is not fresh): 401 with the
-    /// rejection's code.
+    /// rejection's code (503 `REVOCATION_STALE` for a list not loaded yet).
     Rejected(Rejection),
-    /// No [`SessionLayer`](crate::layer::SessionLayer) with this data type runs for the route:
-    /// 500 `SESSION_LAYER_MISSING`.
+    /// No [`SessionLayer`](crate::layer::SessionLayer) runs for the route: 500
+    /// `SESSION_LAYER_MISSING`.
     LayerMissing,
+    /// A [`SessionLayer`](crate::layer::SessionLayer) runs for the route with another data
+    /// type: 500 `SESSION_TYPE_MISMATCH`, the message naming both.
+    TypeMismatch {
+        /// The layer's data type.
+        layer: &'static str,
+        /// The data type the handler asked for.
+        handler: &'static str,
+    },
+}
+
+impl From<ContextError> for SessionRejection {
+    fn from(e: ContextError) -> SessionRejection {
+        match e {
+            ContextError::LayerMissing => SessionRejection::LayerMissing,
+            ContextError::TypeMismatch { layer, handler } => {
+                SessionRejection::TypeMismatch { layer, handler }
+            }
+        }
+    }
 }
 
 impl From<&SessionRejection> for HttpError {
@@ -232,8 +114,16 @@ impl From<&SessionRejection> for HttpError {
             SessionRejection::NoSession => Failure::NoSession.into(),
             SessionRejection::Rejected(r) => Failure::Rejected(r).into(),
             SessionRejection::LayerMissing => {
-                tracing::error!("session extractor used without a SessionLayer of the same type");
+                tracing::error!("session extractor used without a SessionLayer");
                 Failure::LayerMissing.into()
+            }
+            &SessionRejection::TypeMismatch { layer, handler } => {
+                tracing::error!(
+                    layer_data = layer,
+                    handler_data = handler,
+                    "session extractor used under a SessionLayer of another data type"
+                );
+                Failure::TypeMismatch { layer, handler }.into()
             }
         }
     }
@@ -251,6 +141,10 @@ impl fmt::Display for SessionRejection {
             SessionRejection::NoSession => f.write_str("no session"),
             SessionRejection::Rejected(r) => write!(f, "{r}"),
             SessionRejection::LayerMissing => f.write_str("session layer missing"),
+            SessionRejection::TypeMismatch { layer, handler } => write!(
+                f,
+                "session layer for data `{layer}`, handler asked for `{handler}`"
+            ),
         }
     }
 }
@@ -264,14 +158,14 @@ impl IntoResponse for SessionRejection {
 }
 
 fn context<T: SessionData>(parts: &Parts) -> Result<SessionContext<T>, SessionRejection> {
-    parts
-        .extensions
-        .get::<SessionContext<T>>()
-        .cloned()
-        .ok_or(SessionRejection::LayerMissing)
+    Ok(SessionContext::from_extensions(&parts.extensions)?)
 }
 
 /// A request's valid session (the extractor). See the [module docs](self).
+///
+/// Extracting it reads nothing but the layer's context: no header, no copy of the claims.
+/// A session that replaces it under a new id (regeneration, password change) is listed in the
+/// index with the label of the one it replaces (the same client).
 #[derive(Clone, Debug)]
 pub struct Session<T> {
     session: Current<T>,
@@ -285,13 +179,16 @@ enum Current<T> {
     /// The context's valid outcome.
     Validated,
     /// A session issued during this request (regenerate, step-up, update, login).
-    Replaced(engine::Session<T>),
+    Replaced(ValidSession<T>),
 }
 
 impl<T: SessionData> Session<T> {
-    /// The extractor over the context's validated session; `None` when there is none.
-    fn validated(ctx: &SessionContext<T>) -> Option<Session<T>> {
-        ctx.session()?;
+    /// The extractor over the context's validated session; `None` when there is none, or when
+    /// it is anonymous and `anonymous` is false (or signed in and `anonymous` is true).
+    fn validated(ctx: &SessionContext<T>, anonymous: bool) -> Option<Session<T>> {
+        if ctx.session()?.is_anonymous() != anonymous {
+            return None;
+        }
         Some(Session {
             session: Current::Validated,
             ctx: ctx.clone(),
@@ -299,7 +196,7 @@ impl<T: SessionData> Session<T> {
     }
 
     /// A session issued during this request.
-    fn replaced(session: engine::Session<T>, ctx: SessionContext<T>) -> Session<T> {
+    fn replaced(session: ValidSession<T>, ctx: SessionContext<T>) -> Session<T> {
         Session {
             session: Current::Replaced(session),
             ctx,
@@ -307,7 +204,7 @@ impl<T: SessionData> Session<T> {
     }
 
     /// The engine's session value.
-    pub fn session(&self) -> &engine::Session<T> {
+    pub fn session(&self) -> &ValidSession<T> {
         match &self.session {
             Current::Replaced(s) => s,
             Current::Validated => match self.ctx.session() {
@@ -319,9 +216,15 @@ impl<T: SessionData> Session<T> {
         }
     }
 
-    /// The user id.
+    /// The user id (empty for an anonymous session, see [`SessionManager::anonymous`]).
     pub fn user_id(&self) -> &str {
         self.session().user_id()
+    }
+
+    /// Whether this is an anonymous (guest) session. The extractor never yields one; only
+    /// [`SessionManager::anonymous`] and [`SessionManager::start_anonymous`] do.
+    pub fn is_anonymous(&self) -> bool {
+        self.session().is_anonymous()
     }
 
     /// The application data.
@@ -345,7 +248,7 @@ impl<T: SessionData> Session<T> {
     }
 
     /// Takes the engine's session value out.
-    pub fn into_inner(self) -> engine::Session<T> {
+    pub fn into_inner(self) -> ValidSession<T> {
         match self.session {
             Current::Replaced(s) => s,
             Current::Validated => self.session().clone(),
@@ -365,7 +268,8 @@ impl<T: SessionData> Session<T> {
         Session::replaced(issued.session.clone(), self.ctx)
     }
 
-    /// Logs out: revokes this session id and clears the cookie.
+    /// Logs out: revokes this session id, clears the cookie, and removes the session from the
+    /// index.
     ///
     /// Policy: a shared-store outage does not fail a single logout. The id is revoked on this
     /// node at once, the backend retries until the store accepts it, and a warning is logged.
@@ -378,23 +282,30 @@ impl<T: SessionData> Session<T> {
         if let Err(e) = self.engine().logout(self.session()).await {
             tracing::warn!(error = %crate::report::Chain(&e), "logout is in force on this node; the shared store will be retried");
         }
+        self.ctx.index_removed(self.user_id(), self.id()).await;
         Ok(())
     }
 
-    /// Logs the user out of every session, this one included, and clears the cookie.
+    /// Logs the user out of every session, this one included, clears the cookie and the user's
+    /// session list. For an anonymous session (its own only session) this is
+    /// [`Session::logout`].
     ///
     /// # Errors
     /// 503 `REVOCATION_UNAVAILABLE` as for [`Session::logout`] (the cookie is still cleared).
     pub async fn logout_everywhere(self) -> Result<(), HttpError> {
+        if self.is_anonymous() {
+            return self.logout().await;
+        }
         self.ctx.clear_cookie();
         self.auditor()
             .logged_out_everywhere(self.user_id(), self.id(), None);
         self.engine().logout_everywhere(self.user_id()).await?;
+        self.ctx.index_cleared(self.user_id()).await;
         Ok(())
     }
 
     /// Privilege change: the same session under a new id (with `data` if given); the old id is
-    /// revoked.
+    /// revoked, and the index lists the new id in its place.
     ///
     /// # Errors
     /// 500 when sealing fails; 401 `REVOKED` when the session was revoked while the request
@@ -407,13 +318,14 @@ impl<T: SessionData> Session<T> {
         };
         self.auditor()
             .regenerated(self.user_id(), self.id(), issued.session.id());
+        self.reindex(&issued, false).await;
         Ok(self.replaced_by(&issued))
     }
 
     /// Checks that the last password check (login or step-up) is within `window` (`None`: the
     /// engine's configured step-up window). [`Fresh`] does this in the extractor; call it
     /// directly when a route decides other things first (say, whether the account may do this
-    /// at all).
+    /// at all). An anonymous session is never fresh.
     ///
     /// # Errors
     /// 401 `STEP_UP_REQUIRED`.
@@ -428,7 +340,8 @@ impl<T: SessionData> Session<T> {
     ///
     /// # Errors
     /// 500 when sealing fails.
-    /// 401 `REVOKED` when the session was revoked while the request was in flight.
+    /// 401 `REVOKED` when the session was revoked while the request was in flight; 401
+    /// `NO_SESSION` for an anonymous session.
     pub async fn step_up(self) -> Result<Session<T>, HttpError> {
         let issued = match self.engine().step_up(self.session()).await {
             Ok(issued) => issued,
@@ -453,23 +366,23 @@ impl<T: SessionData> Session<T> {
         Ok(self.replaced_by(&issued))
     }
 
-    /// Password change: every other session of the user dies; this one continues under a new id
-    /// with a fresh authentication time.
+    /// Every other session of the user dies; this one continues under a new id with a fresh
+    /// authentication time, alone in the user's session list.
     ///
     /// # Errors
     /// 401 `REVOKED` when the session was revoked while the request was in flight (nothing
     /// changed); 503 `REVOCATION_UNAVAILABLE` when the shared store did not take the revocation
     /// (it is in force on this node, this session included, so the cookie is cleared); 500 when
-    /// sealing fails.
+    /// sealing fails; 401 `NO_SESSION` for an anonymous session.
     pub async fn logout_other_sessions(self) -> Result<Session<T>, HttpError> {
         let result = self.engine().logout_other_sessions(self.session()).await;
-        self.continued(result)
+        self.continued(result).await
     }
 
     /// Password change after the caller checked the current password; `store` saves the new
     /// one. Every other session of the user dies, including logins with the old password that
-    /// overlapped the change; this one continues under a new id. See
-    /// [`SessionEngine::change_password`] for the order of the steps.
+    /// overlapped the change; this one continues under a new id, alone in the user's session
+    /// list. See [`SessionEngine::change_password`] for the order of the steps.
     ///
     /// # Errors
     /// As [`Session::logout_other_sessions`]; when `store` fails, its error is returned in
@@ -482,19 +395,73 @@ impl<T: SessionData> Session<T> {
         F: std::future::Future<Output = Result<(), E>>,
     {
         match self.engine().change_password(self.session(), store).await {
-            Ok(issued) => Ok(self.continued(Ok(issued))?),
+            Ok(issued) => Ok(self.continued(Ok(issued)).await?),
             Err(PasswordChangeError::Engine(e)) => {
                 Err(PasswordChangeFailed::Session(self.failed(e)))
             }
             Err(PasswordChangeError::Store(e)) => {
                 self.ctx.clear_cookie();
+                self.ctx.index_cleared(self.user_id()).await;
                 Err(PasswordChangeFailed::Store(e))
             }
         }
     }
 
+    /// The user's live sessions, oldest first, from the session index (at most its per-user
+    /// limit, the newest ones); this one among them (compare with [`Session::id`]). Empty for an
+    /// anonymous session.
+    ///
+    /// # Errors
+    /// 503 `INDEX_UNAVAILABLE` when the index does not answer; 500 `SESSION_INDEX_MISSING` when
+    /// no index is attached to the layer.
+    pub async fn list_sessions(&self) -> Result<Vec<SessionEntry>, HttpError> {
+        let index = self.ctx.index().ok_or(Failure::IndexMissing)?;
+        if self.is_anonymous() {
+            return Ok(Vec::new());
+        }
+        index
+            .list(self.user_id(), self.engine().now())
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "session index unavailable");
+                Failure::IndexUnavailable.into()
+            })
+    }
+
+    /// Ends one of the user's own sessions, listed by [`Session::list_sessions`] ("log out
+    /// that device"): revokes it until its expiry and removes it from the list. Ending this
+    /// session is [`Session::logout`].
+    ///
+    /// # Errors
+    /// 404 `NOT_FOUND` when `session_id` is not one of the user's live sessions (another
+    /// user's sessions cannot be ended this way); as [`Session::list_sessions`].
+    pub async fn end_session(self, session_id: SessionId) -> Result<(), HttpError> {
+        let listed = self.list_sessions().await?;
+        let entry = listed
+            .into_iter()
+            .find(|e| e.session_id == session_id)
+            .ok_or(Failure::NotYourSession)?;
+        if session_id == self.id() {
+            return self.logout().await;
+        }
+        let engine = self.engine();
+        if let Err(e) = engine
+            .revocations()
+            .revoke_session(session_id, entry.expires_at, engine.now())
+            .await
+        {
+            tracing::warn!(error = %e, "session revoked locally; the shared store will be retried");
+        }
+        self.auditor().logged_out(self.user_id(), session_id);
+        self.ctx.index_removed(self.user_id(), session_id).await;
+        Ok(())
+    }
+
     /// The outcome of a change that logs out the user's other sessions and continues this one.
-    fn continued(self, result: Result<Issued<T>, EngineError>) -> Result<Session<T>, HttpError> {
+    async fn continued(
+        self,
+        result: Result<Issued<T>, EngineError>,
+    ) -> Result<Session<T>, HttpError> {
         match result {
             Ok(issued) => {
                 self.auditor().logged_out_everywhere(
@@ -502,10 +469,30 @@ impl<T: SessionData> Session<T> {
                     self.id(),
                     Some(issued.session.id()),
                 );
+                self.reindex(&issued, true).await;
                 Ok(self.replaced_by(&issued))
             }
             Err(e) => Err(self.failed(e)),
         }
+    }
+
+    /// Lists `issued`, which replaces this session, under this one's label; this one leaves the
+    /// list, and with `all` every other session of the user too.
+    async fn reindex(&self, issued: &Issued<T>, all: bool) {
+        if self.ctx.index().is_none() {
+            return;
+        }
+        let label = self
+            .ctx
+            .index_label(self.user_id(), self.id())
+            .await
+            .unwrap_or_else(|| user_agent_label(None));
+        if all {
+            self.ctx.index_cleared(self.user_id()).await;
+        } else {
+            self.ctx.index_removed(self.user_id(), self.id()).await;
+        }
+        self.ctx.index_added(&issued.session, label).await;
     }
 
     /// A change that failed: when this session is dead on this node (revoked in flight, or the
@@ -535,8 +522,6 @@ impl<E> From<HttpError> for PasswordChangeFailed<E> {
     }
 }
 
-impl<T: SessionData> Session<T> {}
-
 impl<S: Send + Sync, T: SessionData> FromRequestParts<S> for Session<T> {
     type Rejection = SessionRejection;
 
@@ -545,7 +530,8 @@ impl<S: Send + Sync, T: SessionData> FromRequestParts<S> for Session<T> {
         match ctx.outcome() {
             None => Err(SessionRejection::NoSession),
             Some(Err(r)) => Err(SessionRejection::Rejected(r.clone())),
-            Some(Ok(_)) => Session::validated(&ctx).ok_or(SessionRejection::NoSession),
+            // An anonymous session is not a signed-in one.
+            Some(Ok(_)) => Session::validated(&ctx, false).ok_or(SessionRejection::NoSession),
         }
     }
 }
@@ -558,12 +544,13 @@ impl<S: Send + Sync, T: SessionData> OptionalFromRequestParts<S> for Session<T> 
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         let ctx = context::<T>(parts)?;
-        Ok(Session::validated(&ctx))
+        Ok(Session::validated(&ctx, false))
     }
 }
 
 /// A session whose last password check is within `WINDOW_SECS` seconds (0: the engine's
-/// configured step-up window), else 401 `STEP_UP_REQUIRED`. For sensitive routes.
+/// configured step-up window), else 401 `STEP_UP_REQUIRED`. For sensitive routes. Never an
+/// anonymous session.
 #[derive(Clone, Debug)]
 pub struct Fresh<T, const WINDOW_SECS: u64 = 0>(pub Session<T>);
 
@@ -595,21 +582,26 @@ impl<S: Send + Sync, T: SessionData, const W: u64> FromRequestParts<S> for Fresh
     }
 }
 
-/// Logs users in. Extraction succeeds whenever the layer runs, with or without a session.
+/// Logs users in and starts anonymous sessions. Extraction succeeds whenever the layer runs,
+/// with or without a session.
 #[derive(Clone, Debug)]
 pub struct SessionManager<T> {
     ctx: SessionContext<T>,
+    // For the label of the index entry a login adds; taken only when the layer has an index.
+    user_agent: Option<HeaderValue>,
 }
 
 impl<T: SessionData> SessionManager<T> {
     /// Login, after the caller has checked the credentials: a new session with a fresh id
     /// whatever cookie came in (session fixation protection), bound to the request's
-    /// fingerprint. A valid session the request carried is revoked, so a cookie planted before
-    /// login stays useless after it.
+    /// fingerprint. A valid session the request carried — a guest session, or another user's —
+    /// is revoked, so a cookie planted before login stays useless after it. With a session
+    /// index, the new session is listed and the sessions past the per-user limit are revoked.
     ///
     /// # Errors
     /// 500 `SESSION_TOO_LARGE` when `data` does not fit a cookie; 503 `REVOCATION_UNAVAILABLE`
-    /// when the user's session version could not be read.
+    /// when the user's session version could not be read; 400 `BAD_REQUEST` for an empty user
+    /// id.
     pub async fn login(&self, user: impl Into<String>, data: T) -> Result<Session<T>, HttpError> {
         let ticket = self.begin_login(user).await?;
         self.login_with(ticket, data).await
@@ -620,7 +612,8 @@ impl<T: SessionData> SessionManager<T> {
     /// [`LoginTicket`]). Finish with [`SessionManager::login_with`].
     ///
     /// # Errors
-    /// 503 `REVOCATION_UNAVAILABLE` when the user's session version could not be read.
+    /// 503 `REVOCATION_UNAVAILABLE` when the user's session version could not be read; 400
+    /// `BAD_REQUEST` for an empty user id.
     pub async fn begin_login(&self, user: impl Into<String>) -> Result<LoginTicket, HttpError> {
         Ok(self.ctx.engine().begin_login(user).await?)
     }
@@ -631,26 +624,68 @@ impl<T: SessionData> SessionManager<T> {
     /// # Errors
     /// 500 `SESSION_TOO_LARGE` when `data` does not fit a cookie.
     pub async fn login_with(&self, ticket: LoginTicket, data: T) -> Result<Session<T>, HttpError> {
+        let issued =
+            self.ctx
+                .engine()
+                .issue_ticket(ticket, data, self.ctx.fingerprint().copied())?;
+        self.replace_current().await;
+        self.started(issued).await
+    }
+
+    /// Starts an anonymous (guest) session carrying `data`: for a cart or pre-login state. Like
+    /// a login, it revokes the valid session the request carried, if any. It is not listed in
+    /// any session index, and [`Session`] and [`Fresh`] do not accept it; read it back with
+    /// [`SessionManager::anonymous`]. See the [module docs](self#anonymous-sessions).
+    ///
+    /// # Errors
+    /// 500 `SESSION_TOO_LARGE` when `data` does not fit a cookie.
+    pub async fn start_anonymous(&self, data: T) -> Result<Session<T>, HttpError> {
+        let issued = self
+            .ctx
+            .engine()
+            .issue_anonymous(data, self.ctx.fingerprint().copied())?;
+        self.replace_current().await;
+        self.started(issued).await
+    }
+
+    /// Revokes the session the request carried (before a new one replaces it). Policy: a store
+    /// outage does not block a login; the old id is revoked on this node already and the
+    /// backend keeps retrying.
+    async fn replace_current(&self) {
+        let Some(old) = self.ctx.session() else {
+            return;
+        };
         let engine = self.ctx.engine();
-        if let Some(old) = self.ctx.session() {
-            // Policy: a store outage does not block login. The old id is revoked on this node
-            // already and the backend keeps retrying.
-            if engine.logout(old).await.is_err() {
-                tracing::warn!("revoking the replaced session failed in the shared store");
-            }
-            self.ctx.auditor().logged_out(old.user_id(), old.id());
+        if engine.logout(old).await.is_err() {
+            tracing::warn!("revoking the replaced session failed in the shared store");
         }
-        let issued = engine.issue_ticket(ticket, data, self.ctx.fingerprint().copied())?;
+        self.ctx.auditor().logged_out(old.user_id(), old.id());
+        self.ctx.index_removed(old.user_id(), old.id()).await;
+    }
+
+    /// A new session is in force: audit, cookie, index.
+    async fn started(&self, issued: Issued<T>) -> Result<Session<T>, HttpError> {
         self.ctx
             .auditor()
             .created(issued.session.user_id(), issued.session.id());
         self.ctx.set_cookie(&issued);
+        if self.ctx.index().is_some() && !issued.session.is_anonymous() {
+            let label = user_agent_label(self.user_agent.as_ref());
+            self.ctx.index_added(&issued.session, label).await;
+        }
         Ok(Session::replaced(issued.session, self.ctx.clone()))
     }
 
-    /// The request's valid session, if any.
+    /// The request's valid signed-in session, if any.
     pub fn current(&self) -> Option<Session<T>> {
-        Session::validated(&self.ctx)
+        Session::validated(&self.ctx, false)
+    }
+
+    /// The request's valid anonymous session, if any: [`Session::is_anonymous`] is true, its
+    /// user id is empty, and every method works on it except step-up and password change
+    /// (401 `NO_SESSION`) and listing (an empty list).
+    pub fn anonymous(&self) -> Option<Session<T>> {
+        Session::validated(&self.ctx, true)
     }
 
     /// The client address (for throttling and audit).
@@ -673,53 +708,22 @@ impl<S: Send + Sync, T: SessionData> FromRequestParts<S> for SessionManager<T> {
     type Rejection = SessionRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(SessionManager {
-            ctx: context::<T>(parts)?,
-        })
+        let ctx = context::<T>(parts)?;
+        let user_agent = match ctx.index() {
+            Some(_) => parts.headers.get(USER_AGENT).cloned(),
+            None => None,
+        };
+        Ok(SessionManager { ctx, user_agent })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::revocation::Revoked;
-    use crate::token::TokenError;
+    use http::StatusCode;
 
     #[test]
-    fn every_rejection_maps_to_401_with_its_own_code() {
-        for r in [
-            Rejection::Invalid(TokenError::Unauthentic),
-            Rejection::Expired,
-            Rejection::IdleTimeout,
-            Rejection::Revoked(Revoked::Session),
-            Rejection::FingerprintMismatch,
-            Rejection::StepUpRequired,
-        ] {
-            let e = HttpError::from(&r);
-            assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
-            assert_eq!(e.code(), r.code());
-        }
-    }
-
-    #[test]
-    fn engine_errors_map_to_server_statuses() {
-        let too_large = EngineError::Seal(SealError::TooLarge {
-            size: 5000,
-            limit: 4096,
-        });
-        let e = HttpError::from(too_large);
-        assert_eq!(
-            (e.status(), e.code()),
-            (StatusCode::INTERNAL_SERVER_ERROR, "SESSION_TOO_LARGE")
-        );
-        let down = EngineError::Revocation(RevocationError::Unavailable(
-            crate::revocation::StoreError::behind(),
-        ));
-        let e = HttpError::from(down);
-        assert_eq!(
-            (e.status(), e.code()),
-            (StatusCode::SERVICE_UNAVAILABLE, "REVOCATION_UNAVAILABLE")
-        );
+    fn extractor_rejections_map_to_their_codes() {
         let e = HttpError::from(SessionRejection::NoSession);
         assert_eq!(
             (e.status(), e.code()),
@@ -728,5 +732,11 @@ mod tests {
         let e = HttpError::from(SessionRejection::LayerMissing);
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(e.code(), "SESSION_LAYER_MISSING");
+        let e = HttpError::from(SessionRejection::TypeMismatch {
+            layer: "()",
+            handler: "u32",
+        });
+        assert_eq!(e.code(), "SESSION_TYPE_MISMATCH");
+        assert!(e.message().contains("`()`") && e.message().contains("`u32`"));
     }
 }

@@ -14,12 +14,13 @@ use http::HeaderMap;
 use http::header::{ACCEPT_LANGUAGE, USER_AGENT};
 
 use crate::claims::Fingerprint;
-use crate::config::FingerprintPolicy;
 
 /// Longest `Accept-Language` tag we keep; anything longer is not a real language tag.
 const MAX_LANGUAGE_TAG: usize = 35;
 
-/// What the HTTP layer binds a session to, and what happens on a mismatch.
+/// What a session is bound to, and what happens on a mismatch: the one fingerprint setting,
+/// [`EngineConfig::fingerprint`](crate::EngineConfig::fingerprint). The HTTP layer computes
+/// each request's fingerprint by it; the engine compares by it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FingerprintMode {
     /// No binding (default).
@@ -36,15 +37,6 @@ pub enum FingerprintMode {
 }
 
 impl FingerprintMode {
-    /// The engine policy this mode needs: `Off`→`Off`, `Log`→`Log`, `Ua`/`UaIp`→`Enforce`.
-    pub fn policy(self) -> FingerprintPolicy {
-        match self {
-            FingerprintMode::Off => FingerprintPolicy::Off,
-            FingerprintMode::Log => FingerprintPolicy::Log,
-            FingerprintMode::Ua | FingerprintMode::UaIp => FingerprintPolicy::Enforce,
-        }
-    }
-
     /// The configuration spelling: `off`, `log`, `ua`, `ua+ip`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,7 +159,7 @@ fn ip_prefix(ip: IpAddr) -> Vec<u8> {
 ///
 /// `Ua` hashes browser family, OS family and first language; `UaIp` and `Log` add the client's
 /// network prefix (`Log` computes the strictest fingerprint so it can report address changes,
-/// while the engine's `Log` policy accepts them).
+/// which the engine then accepts).
 pub fn fingerprint_for(
     mode: FingerprintMode,
     headers: &HeaderMap,
@@ -338,7 +330,5 @@ mod tests {
             assert_eq!(m.to_string().parse::<FingerprintMode>().unwrap(), m);
         }
         assert!("ip".parse::<FingerprintMode>().is_err());
-        assert_eq!(FingerprintMode::UaIp.policy(), FingerprintPolicy::Enforce);
-        assert_eq!(FingerprintMode::Log.policy(), FingerprintPolicy::Log);
     }
 }

@@ -5,7 +5,8 @@
 //! 1. refuses an unsafe request (not GET/HEAD/OPTIONS/TRACE) from another origin with 403
 //!    `CROSS_ORIGIN`, without calling the inner service (see [`LayerOptions::cross_origin_protection`]);
 //! 2. finds the client address ([`client_ip`], from axum's `ConnectInfo<SocketAddr>`) and the
-//!    client fingerprint ([`fingerprint_for`]). Without `ConnectInfo` (a server not started with
+//!    client fingerprint ([`fingerprint_for`], by the engine's
+//!    [`fingerprint`](crate::EngineConfig::fingerprint) mode). Without `ConnectInfo` (a server not started with
 //!    `into_make_service_with_connect_info::<SocketAddr>()`, or a `oneshot` test) every client
 //!    is `0.0.0.0` and `X-Forwarded-For` is ignored; a warning is logged once;
 //! 3. reads every `Cookie` header, takes the values of the session cookie, and validates at most
@@ -13,7 +14,8 @@
 //!    under the same name (say, from a sibling subdomain) cannot mask the real one. With none
 //!    valid the outcome is the first rejection; with no value it is "no session"
 //!    (`session_from_cookie_headers` is this step on its own);
-//! 4. inserts a [`SessionContext`] into the request extensions for the extractors;
+//! 4. inserts the [`SessionContext`] into the request extensions for the extractors (get it
+//!    back with [`SessionContext::from_extensions`]);
 //! 5. on the response appends at most one Set-Cookie: the change a handler recorded (login,
 //!    logout, regeneration…), else a renewed cookie when renewal is due, else — when the request
 //!    carried a session cookie that was rejected — a clearing cookie, so browsers drop dead
@@ -35,7 +37,16 @@
 //!
 //! Nothing a client sends in `Cookie` can make this layer fail: malformed, oversized and
 //! duplicated cookies are rejected sessions (or no session), never errors.
+//!
+//! # The session index
+//! With an index attached ([`SessionLayer::with_index`], or the [`builder`](crate::builder)),
+//! the extractors keep it current themselves: a login adds the new session (and revokes the
+//! sessions the per-user limit evicts), a logout removes it, a regeneration replaces it, a
+//! logout everywhere or password change clears the user's list. Handlers make no index calls;
+//! they list with [`Session::list_sessions`](crate::extract::Session::list_sessions). The index
+//! is touched on those changes only, never on validation.
 
+use std::any::Any;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -49,19 +60,19 @@ use axum::response::{IntoResponse, Response};
 use cookie::Cookie;
 use http::header::{CACHE_CONTROL, COOKIE, HOST, ORIGIN, SET_COOKIE};
 use http::uri::Authority;
-use http::{HeaderValue, Method, Request, StatusCode};
+use http::{Extensions, HeaderValue, Method, Request, StatusCode};
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::audit::Auditor;
-use crate::claims::{Claims, Fingerprint};
+use crate::claims::{Claims, Fingerprint, SessionId};
 use crate::client_ip::{TrustedProxies, client_ip};
-use crate::config::FingerprintPolicy;
-use crate::engine::{Issued, Rejection, Session, SessionEngine};
-use crate::extract::HttpError;
-use crate::fingerprint::{FingerprintMode, fingerprint_for};
+use crate::engine::{Issued, Rejection, SessionEngine, ValidSession};
+use crate::error::HttpError;
+use crate::fingerprint::{CoarseUserAgent, FingerprintMode, fingerprint_for};
 use crate::metrics;
+use crate::session_index::{SessionEntry, SessionIndex};
 use crate::token;
 
 /// How many values of the session cookie one request may make us try. Browsers send one;
@@ -75,12 +86,10 @@ const SEC_FETCH_SITE: &str = "sec-fetch-site";
 pub trait SessionData: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> SessionData for T {}
 
-/// Layer settings. The [`Default`] is the safe one.
+/// Layer settings. The [`Default`] is the safe one. What sessions are bound to is the engine's
+/// setting ([`EngineConfig::fingerprint`](crate::EngineConfig::fingerprint)), read from it.
 #[derive(Clone, Debug)]
 pub struct LayerOptions {
-    /// What sessions are bound to (default [`FingerprintMode::Off`]). Must agree with the engine's
-    /// [`FingerprintPolicy`] (see [`FingerprintMode::policy`]).
-    pub fingerprint: FingerprintMode,
     /// Proxies allowed to name the client in `X-Forwarded-For` (default: none).
     pub trusted_proxies: TrustedProxies,
     /// Refuse unsafe requests from other origins with 403 `CROSS_ORIGIN` (default true).
@@ -94,15 +103,14 @@ pub struct LayerOptions {
     /// therefore pass `Host` through unchanged (`X-Forwarded-Host` is not read). Requests with
     /// neither header (non-browser clients) pass.
     pub cross_origin_protection: bool,
-    /// Further origins allowed to send unsafe requests, as `scheme://host[:port]`
-    /// (default: none).
-    pub allowed_origins: Vec<String>,
+    /// Further origins allowed to send unsafe requests (default: none). Parsed, so a layer is
+    /// never built with one that cannot match: `"https://partner.example".parse()?`.
+    pub allowed_origins: Vec<AllowedOrigin>,
 }
 
 impl Default for LayerOptions {
     fn default() -> Self {
         LayerOptions {
-            fingerprint: FingerprintMode::Off,
             trusted_proxies: TrustedProxies::none(),
             cross_origin_protection: true,
             allowed_origins: Vec::new(),
@@ -110,25 +118,39 @@ impl Default for LayerOptions {
     }
 }
 
-/// The layer cannot be built from these settings.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LayerError {
-    /// The fingerprint mode needs a different engine policy; without this check a `ua` mode on
-    /// an engine with policy `Off` would silently enforce nothing.
-    #[error("fingerprint mode {mode} needs engine policy {needed:?}, the engine has {engine:?}")]
-    FingerprintPolicy {
-        /// The layer's mode.
-        mode: FingerprintMode,
-        /// The policy that mode needs.
-        needed: FingerprintPolicy,
-        /// The engine's policy.
-        engine: FingerprintPolicy,
-    },
-    /// An allowed origin is not `http(s)://host[:port]`.
-    #[error("allowed origin {0:?} is not scheme://host[:port]")]
-    Origin(String),
+/// An origin allowed to send unsafe requests across origins ([`LayerOptions::allowed_origins`]):
+/// `http(s)://host[:port]`, compared case-insensitively with default ports filled in.
+///
+/// ```
+/// use sealed_sessions::layer::AllowedOrigin;
+/// let origin: AllowedOrigin = "https://Partner.example/".parse().unwrap();
+/// assert_eq!(origin.to_string(), "https://partner.example:443");
+/// assert!("partner.example".parse::<AllowedOrigin>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedOrigin(Origin);
+
+impl FromStr for AllowedOrigin {
+    type Err = InvalidOrigin;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Origin::parse(s.trim().trim_end_matches('/'))
+            .map(AllowedOrigin)
+            .ok_or_else(|| InvalidOrigin(s.to_owned()))
+    }
 }
+
+impl std::fmt::Display for AllowedOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // An IPv6 host keeps its brackets (`Authority::host`).
+        let o = &self.0;
+        write!(f, "{}://{}:{}", o.scheme, o.host, o.port)
+    }
+}
+
+/// A string that is not `http(s)://host[:port]` (paths, user info, other schemes, `null`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("allowed origin {0:?} is not scheme://host[:port]")]
+pub struct InvalidOrigin(pub String);
 
 /// A cookie change a handler recorded for its response.
 #[derive(Clone)]
@@ -153,7 +175,7 @@ impl std::fmt::Debug for CookieChange {
 struct ContextInner<T> {
     // The layer's settings, engine and auditor: one reference count per request.
     shared: Arc<Shared<T>>,
-    outcome: Option<Result<Session<T>, Rejection>>,
+    outcome: Option<Result<ValidSession<T>, Rejection>>,
     fingerprint: Option<Fingerprint>,
     client_ip: IpAddr,
     // Written by handlers, read by the layer once the inner service is done. A plain mutex: it
@@ -161,11 +183,39 @@ struct ContextInner<T> {
     change: Mutex<Option<CookieChange>>,
 }
 
-/// What the layer learned about a request, for the extractors (a request extension).
+/// What the layer learned about a request, for the extractors (in the request extensions, see
+/// [`SessionContext::from_extensions`]).
 ///
 /// Cheap to clone. The outcome is computed once per request; the cookie change slot is shared
 /// with the layer, and the last change recorded wins.
 pub struct SessionContext<T>(Arc<ContextInner<T>>);
+
+/// The request extension the layer inserts: its [`SessionContext`] with the data type erased,
+/// so an extractor asking for another type can say which type the layer has. One extension and
+/// one allocation per request, as a typed one would be.
+#[derive(Clone)]
+struct ErasedContext {
+    data_type: &'static str,
+    inner: Arc<dyn Any + Send + Sync>,
+}
+
+/// Why a request has no [`SessionContext`] of the asked-for data type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// No [`SessionLayer`] ran for this request.
+    #[error("no session layer runs for this route")]
+    LayerMissing,
+    /// A [`SessionLayer`] ran, for another session data type: a wiring bug (say, a layer over
+    /// `SessionEngine<()>` and a handler taking `Session<Cart>`).
+    #[error("the session layer is for data `{layer}`, the handler asked for `{handler}`")]
+    TypeMismatch {
+        /// The layer's data type (`std::any::type_name`).
+        layer: &'static str,
+        /// The data type asked for.
+        handler: &'static str,
+    },
+}
 
 impl<T> Clone for SessionContext<T> {
     fn clone(&self) -> Self {
@@ -189,6 +239,24 @@ impl<T> std::fmt::Debug for SessionContext<T> {
 }
 
 impl<T: SessionData> SessionContext<T> {
+    /// The context the layer put in a request's extensions.
+    ///
+    /// # Errors
+    /// [`ContextError::LayerMissing`] when no [`SessionLayer`] ran for the request,
+    /// [`ContextError::TypeMismatch`] when it is a layer for another data type.
+    pub fn from_extensions(extensions: &Extensions) -> Result<SessionContext<T>, ContextError> {
+        let erased = extensions
+            .get::<ErasedContext>()
+            .ok_or(ContextError::LayerMissing)?;
+        match erased.inner.clone().downcast::<ContextInner<T>>() {
+            Ok(inner) => Ok(SessionContext(inner)),
+            Err(_) => Err(ContextError::TypeMismatch {
+                layer: erased.data_type,
+                handler: std::any::type_name::<T>(),
+            }),
+        }
+    }
+
     /// The engine.
     pub fn engine(&self) -> &SessionEngine<T> {
         &self.0.shared.engine
@@ -196,13 +264,18 @@ impl<T: SessionData> SessionContext<T> {
 
     /// The validation outcome: `None` without a session cookie, else the first value that
     /// validated or the first rejection.
-    pub fn outcome(&self) -> Option<&Result<Session<T>, Rejection>> {
+    pub fn outcome(&self) -> Option<&Result<ValidSession<T>, Rejection>> {
         self.0.outcome.as_ref()
     }
 
-    /// The request's valid session, if any.
-    pub fn session(&self) -> Option<&Session<T>> {
+    /// The request's valid session (signed in or anonymous), if any.
+    pub fn session(&self) -> Option<&ValidSession<T>> {
         self.0.outcome.as_ref().and_then(|o| o.as_ref().ok())
+    }
+
+    /// The session index attached to the layer, if any.
+    pub fn index(&self) -> Option<&Arc<dyn SessionIndex>> {
+        self.0.shared.index.as_ref()
     }
 
     /// The request's fingerprint under the layer's mode (`None` when off).
@@ -235,6 +308,89 @@ impl<T: SessionData> SessionContext<T> {
     pub fn pending_change(&self) -> Option<CookieChange> {
         self.0.change.lock().clone()
     }
+
+    /// Records a new session in the index (a signed-in one: anonymous sessions are not
+    /// listed) with `label` (see [`user_agent_label`]), and revokes the sessions the per-user
+    /// limit evicts. Best effort during an index outage: listing and the limit resume when the
+    /// index is back, and the session works meanwhile.
+    pub(crate) async fn index_added(&self, session: &ValidSession<T>, label: String) {
+        let Some(index) = self.index() else { return };
+        if session.is_anonymous() {
+            return;
+        }
+        let c = session.claims();
+        let entry = SessionEntry {
+            session_id: c.session_id,
+            created_at: c.created_at,
+            expires_at: c.expires_at,
+            user_agent: label,
+        };
+        let engine = self.engine();
+        let now = engine.now();
+        match index.add(&c.user_id, entry, now).await {
+            // A shared index publishes these revocations in the same step as the eviction (so
+            // they hold even when this reply is lost); revoking here as well makes them
+            // effective on this node at once, not after its sync catches up.
+            Ok(evicted) => {
+                for e in evicted {
+                    tracing::info!(target: "sealed_sessions::audit", event = "session_limit", user = %c.user_id, sid = %e.session_id.short_hash(), "oldest session revoked: concurrent-session limit");
+                    if let Err(err) = engine
+                        .revocations()
+                        .revoke_session(e.session_id, e.expires_at, now)
+                        .await
+                    {
+                        tracing::warn!(error = %err, "evicted session revoked locally; the shared store will be retried");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "session index unavailable; session not listed"),
+        }
+    }
+
+    /// The label the index holds for a session of `user` (for the session that replaces it:
+    /// the same client). `None` without an index, for an anonymous session, or when the index
+    /// does not hold it (an index outage at its login).
+    pub(crate) async fn index_label(&self, user: &str, session_id: SessionId) -> Option<String> {
+        let index = self.index()?;
+        if user.is_empty() {
+            return None;
+        }
+        let listed = index.list(user, self.engine().now()).await.ok()?;
+        listed
+            .into_iter()
+            .find(|e| e.session_id == session_id)
+            .map(|e| e.user_agent)
+    }
+
+    /// Removes one session from the index (best effort: an entry left behind expires with its
+    /// session).
+    pub(crate) async fn index_removed(&self, user: &str, session_id: SessionId) {
+        let Some(index) = self.index() else { return };
+        if user.is_empty() {
+            return;
+        }
+        if let Err(e) = index.remove(user, session_id).await {
+            tracing::warn!(error = %e, "session index unavailable; entry expires on its own");
+        }
+    }
+
+    /// Removes every session of the user from the index (logout everywhere).
+    pub(crate) async fn index_cleared(&self, user: &str) {
+        let Some(index) = self.index() else { return };
+        if user.is_empty() {
+            return;
+        }
+        if let Err(e) = index.clear(user).await {
+            tracing::warn!(error = %e, "session index unavailable; entries expire on their own");
+        }
+    }
+}
+
+/// "Firefox on Linux": what a session list shows of a client, from its `User-Agent`.
+pub(crate) fn user_agent_label(user_agent: Option<&HeaderValue>) -> String {
+    let ua = user_agent.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let c = CoarseUserAgent::parse(ua);
+    format!("{} on {}", c.browser, c.os)
 }
 
 /// An origin, normalized for comparison: lowercase scheme and host, explicit port.
@@ -283,11 +439,14 @@ fn is_safe(method: &Method) -> bool {
 
 struct Shared<T> {
     engine: SessionEngine<T>,
+    // The engine's mode, copied: read on every request.
     fingerprint: FingerprintMode,
     trusted_proxies: TrustedProxies,
     cross_origin_protection: bool,
-    allowed_origins: Vec<Origin>,
+    allowed_origins: Vec<AllowedOrigin>,
     auditor: Auditor,
+    // Kept current by the extractors on login, logout and regeneration; `None`: no listing.
+    index: Option<Arc<dyn SessionIndex>>,
     // Warn once, not per request, when the server lacks ConnectInfo.
     warned_no_peer: Arc<AtomicBool>,
 }
@@ -301,6 +460,7 @@ impl<T> Clone for Shared<T> {
             cross_origin_protection: self.cross_origin_protection,
             allowed_origins: self.allowed_origins.clone(),
             auditor: self.auditor.clone(),
+            index: self.index.clone(),
             warned_no_peer: self.warned_no_peer.clone(),
         }
     }
@@ -320,7 +480,7 @@ impl<T> Clone for Shared<T> {
 ///
 /// let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
 /// let engine: SessionEngine<String> = SessionEngine::new(EngineConfig::default(), keys);
-/// let layer = SessionLayer::new(engine, LayerOptions::default()).unwrap();
+/// let layer = SessionLayer::new(engine, LayerOptions::default());
 /// let app: Router = Router::new().route("/me", get(me)).layer(layer);
 /// ```
 ///
@@ -339,7 +499,7 @@ impl<T> Clone for Shared<T> {
 /// use axum::ServiceExt;
 /// use tower::Layer as _;
 ///
-/// let layer = SessionLayer::new(engine, LayerOptions::default()).unwrap();
+/// let layer = SessionLayer::new(engine, LayerOptions::default());
 /// let app = layer.layer(Router::new().route("/me", get(me)));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// axum::serve(listener, ServiceExt::<axum::extract::Request>::into_make_service(app)).await
@@ -370,39 +530,22 @@ impl<T> std::fmt::Debug for SessionLayer<T> {
 }
 
 impl<T: SessionData> SessionLayer<T> {
-    /// A layer over `engine`, with the default anomaly detector.
-    ///
-    /// # Errors
-    /// [`LayerError::FingerprintPolicy`] when `options.fingerprint` needs another engine policy,
-    /// [`LayerError::Origin`] for a malformed allowed origin.
-    pub fn new(engine: SessionEngine<T>, options: LayerOptions) -> Result<Self, LayerError> {
-        let needed = options.fingerprint.policy();
-        if engine.config().fingerprint() != needed {
-            return Err(LayerError::FingerprintPolicy {
-                mode: options.fingerprint,
-                needed,
-                engine: engine.config().fingerprint(),
-            });
-        }
-        let allowed_origins = options
-            .allowed_origins
-            .iter()
-            .map(|o| {
-                Origin::parse(o.trim().trim_end_matches('/'))
-                    .ok_or_else(|| LayerError::Origin(o.clone()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(SessionLayer {
+    /// A layer over `engine`, with the default anomaly detector and no session index. Sessions
+    /// are bound to what the engine's [`fingerprint`](crate::EngineConfig::fingerprint) mode
+    /// says.
+    pub fn new(engine: SessionEngine<T>, options: LayerOptions) -> Self {
+        SessionLayer {
             shared: Arc::new(Shared {
+                fingerprint: engine.config().fingerprint(),
                 engine,
-                fingerprint: options.fingerprint,
                 trusted_proxies: options.trusted_proxies,
                 cross_origin_protection: options.cross_origin_protection,
-                allowed_origins,
+                allowed_origins: options.allowed_origins,
                 auditor: Auditor::default(),
+                index: None,
                 warned_no_peer: Arc::new(AtomicBool::new(false)),
             }),
-        })
+        }
     }
 
     /// Uses this auditor (and so its anomaly detector).
@@ -413,6 +556,24 @@ impl<T: SessionData> SessionLayer<T> {
         SessionLayer {
             shared: Arc::new(shared),
         }
+    }
+
+    /// Attaches a session index: from then on the extractors keep it current on login, logout,
+    /// regeneration and logout everywhere, and revoke what its per-user limit evicts (see the
+    /// [module docs](self#the-session-index)). Give the engine's revocation backend the same
+    /// shared store as the index (the [`builder`](crate::builder) does).
+    #[must_use]
+    pub fn with_index(self, index: Arc<dyn SessionIndex>) -> Self {
+        let mut shared = (*self.shared).clone();
+        shared.index = Some(index);
+        SessionLayer {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The attached session index, if any.
+    pub fn index(&self) -> Option<&Arc<dyn SessionIndex>> {
+        self.shared.index.as_ref()
     }
 
     /// The auditor: call `login_failed` / `throttled` on it from handlers.
@@ -533,7 +694,10 @@ where
             };
         }
         let ctx = Shared::context_for(shared, &req);
-        req.extensions_mut().insert(ctx.clone());
+        req.extensions_mut().insert(ErasedContext {
+            data_type: std::any::type_name::<T>(),
+            inner: ctx.0.clone(),
+        });
         // `self.inner` was polled ready, so it is the instance to call; the future it returns
         // owns what it needs (tower's contract), so no clone is left behind.
         ResponseFuture {
@@ -554,7 +718,7 @@ impl<T: SessionData> Shared<T> {
         let origin = headers.get(ORIGIN).map(|o| o.to_str().map(Origin::parse));
         // An explicitly allowed origin passes even when the browser calls it cross-site.
         if let Some(Ok(Some(o))) = &origin
-            && self.allowed_origins.contains(o)
+            && self.allowed_origins.iter().any(|a| a.0 == *o)
         {
             return false;
         }
@@ -628,7 +792,7 @@ impl<T: SessionData> Shared<T> {
         &self,
         req: &Request<B>,
         fingerprint: Option<&Fingerprint>,
-    ) -> Option<Result<Session<T>, Rejection>> {
+    ) -> Option<Result<ValidSession<T>, Rejection>> {
         let timer = metrics::validation_timer();
         let lines = req
             .headers()
@@ -771,7 +935,7 @@ pub(crate) fn session_from_cookie_headers<'h, T: SessionData>(
     engine: &SessionEngine<T>,
     headers: impl IntoIterator<Item = &'h [u8]>,
     fingerprint: Option<&Fingerprint>,
-) -> Option<Result<Session<T>, Rejection>> {
+) -> Option<Result<ValidSession<T>, Rejection>> {
     validate_cookie_lines(engine, headers, fingerprint, |_, _| {}).0
 }
 
@@ -782,7 +946,7 @@ fn validate_cookie_lines<'h, T: SessionData>(
     headers: impl IntoIterator<Item = &'h [u8]>,
     fingerprint: Option<&Fingerprint>,
     mut on_first_rejection: impl FnMut(&Rejection, &str),
-) -> (Option<Result<Session<T>, Rejection>>, usize) {
+) -> (Option<Result<ValidSession<T>, Rejection>>, usize) {
     let settings = engine.config().cookie();
     let mut tried = 0usize;
     let mut first_rejection: Option<Rejection> = None;

@@ -10,8 +10,12 @@
 //! - [`claims`]: what a token carries; [`SessionId`], [`Fingerprint`], [`RawData`] (undecoded data).
 //! - [`keys`]: key ids, keys (zeroized), the key ring and its directory format.
 //! - [`engine`]: [`SessionEngine`], the lifecycle (issue, validate, renew, regenerate, logout,
-//!   logout everywhere, step-up).
-//! - [`config`]: [`EngineConfig`] with production-safe defaults.
+//!   logout everywhere, step-up, anonymous sessions); [`ValidSession`], what validation
+//!   returns; [`Rejection`] and its one list of codes.
+//! - [`config`]: [`EngineConfig`] with production-safe defaults (the one fingerprint setting).
+//! - [`builder`]: [`Sessions::builder`](builder::Sessions::builder), the one path from
+//!   settings, keys and Redis to the engine, the session index and the layer.
+//! - [`error`]: [`HttpError`], the one status-and-code mapping of session failures.
 //! - [`cookies`]: cookie attributes, `__Host-` preset, building and clearing Set-Cookie.
 //! - [`revocation`]: the backend trait, the in-process list ([`MemoryRevocations`]) and the
 //!   Redis-synced list ([`revocation::RedisRevocations`]).
@@ -21,9 +25,9 @@
 //! - [`client_ip`]: the client address behind trusted proxies (`X-Forwarded-For`).
 //! - [`fingerprint`]: [`FingerprintMode`] and the coarse client fingerprint for the HTTP layer.
 //! - [`layer`]: [`SessionLayer`], the tower layer: validation once per request, cross-origin
-//!   refusal, renewal and clearing cookies.
+//!   refusal, renewal and clearing cookies, the session index kept current.
 //! - [`extract`]: axum extractors ([`extract::Session`], [`extract::Fresh`],
-//!   [`extract::SessionManager`]) and [`extract::HttpError`], the one status-and-code mapping.
+//!   [`extract::SessionManager`]).
 //! - [`audit`]: audit events on the `sealed_sessions::audit` target and the anomaly detector.
 //! - [`metrics`]: series recorded through the `metrics` facade (feature `metrics`); exporting
 //!   is the application's.
@@ -54,7 +58,8 @@
 //! ```
 //! use axum::{Router, body::Body, routing::{get, post}};
 //! use http::{Request, StatusCode};
-//! use sealed_sessions::extract::{HttpError, Session, SessionManager};
+//! use sealed_sessions::extract::{Session, SessionManager};
+//! use sealed_sessions::HttpError;
 //! use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, LayerOptions, SessionEngine, SessionLayer};
 //! use tower::ServiceExt;
 //!
@@ -74,7 +79,7 @@
 //! let app = Router::new()
 //!     .route("/login", post(login))
 //!     .route("/me", get(me))
-//!     .layer(SessionLayer::new(engine, LayerOptions::default()).unwrap());
+//!     .layer(SessionLayer::new(engine, LayerOptions::default()));
 //!
 //! let login = Request::post("/login").body(Body::empty()).unwrap();
 //! let res = app.clone().oneshot(login).await.unwrap();
@@ -85,15 +90,19 @@
 //! assert_eq!(app.oneshot(me).await.unwrap().status(), StatusCode::OK);
 //! # });
 //! ```
+//!
+//! [`builder`] wires the same with keys from a directory, Redis and the session index.
 
 mod aead;
 pub mod audit;
+pub mod builder;
 pub mod claims;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod cookies;
 pub mod engine;
+pub mod error;
 mod events;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -115,12 +124,14 @@ mod rng;
 pub mod session_index;
 pub mod token;
 
+pub use builder::{BuildError, Sessions, SessionsBuilder};
 pub use claims::{Claims, Fingerprint, RawData, SessionId};
-pub use config::{ConfigError, EngineConfig, FingerprintPolicy};
+pub use config::{ConfigError, EngineConfig};
 pub use cookies::CookieSettings;
 pub use engine::{
-    EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, Session, SessionEngine,
+    EngineError, Issued, LoginTicket, PasswordChangeError, Rejection, SessionEngine, ValidSession,
 };
+pub use error::HttpError;
 pub use keys::{Key, KeyError, KeyId, KeyRing};
 pub use revocation::{MemoryRevocations, RevocationBackend};
 pub use rng::RandomError;
@@ -137,7 +148,7 @@ pub use layer::{LayerOptions, SessionLayer};
 #[doc(hidden)]
 pub mod __fuzz {
     #[cfg(feature = "axum")]
-    use crate::{Fingerprint, Rejection, Session, SessionEngine, layer::SessionData};
+    use crate::{Fingerprint, Rejection, SessionEngine, ValidSession, layer::SessionData};
 
     /// The session in a request's `Cookie` headers (raw bytes), exactly as the session layer
     /// finds it: `None` when no value of the session cookie is present, else the first value
@@ -158,7 +169,7 @@ pub mod __fuzz {
         engine: &SessionEngine<T>,
         headers: impl IntoIterator<Item = &'h [u8]>,
         fingerprint: Option<&Fingerprint>,
-    ) -> Option<Result<Session<T>, Rejection>> {
+    ) -> Option<Result<ValidSession<T>, Rejection>> {
         crate::layer::session_from_cookie_headers(engine, headers, fingerprint)
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sealed_sessions::FingerprintMode;
 use sealed_sessions::clock::{ManualClock, UnixMillis};
-use sealed_sessions::config::FingerprintPolicy;
 use sealed_sessions::engine::{EngineError, Rejection};
 use sealed_sessions::revocation::{RevocationBackend, Revoked, next_version};
 use sealed_sessions::token::{SealError, TokenError};
@@ -39,9 +39,9 @@ fn fixture_with(config: EngineConfig, keys: KeyRing) -> Fixture {
     }
 }
 
-fn fixture_with_policy(policy: FingerprintPolicy) -> Fixture {
+fn fixture_with_mode(mode: FingerprintMode) -> Fixture {
     let (id, k) = key("k1", 1);
-    let config = EngineConfig::builder().fingerprint(policy).build().unwrap();
+    let config = EngineConfig::builder().fingerprint(mode).build().unwrap();
     fixture_with(config, KeyRing::single(id, k))
 }
 
@@ -66,7 +66,7 @@ fn defaults_are_the_documented_production_values() {
     assert_eq!(c.step_up_window(), 5 * MIN);
     assert_eq!(c.cookie().name(), "__Host-session");
     assert!(c.cookie().secure());
-    assert_eq!(c.fingerprint(), FingerprintPolicy::Off);
+    assert_eq!(c.fingerprint(), FingerprintMode::Off);
 }
 
 #[test]
@@ -258,7 +258,7 @@ fn step_up_is_required_after_the_window_and_refreshes_auth_time() {
 fn enforced_fingerprint_rejects_a_changed_client() {
     let (id, k) = key("k1", 1);
     let config = EngineConfig::builder()
-        .fingerprint(FingerprintPolicy::Enforce)
+        .fingerprint(FingerprintMode::Ua)
         .build()
         .unwrap();
     let f = fixture_with(config, KeyRing::single(id, k));
@@ -278,7 +278,7 @@ fn enforced_fingerprint_rejects_a_changed_client() {
 
 #[test]
 fn logged_fingerprint_accepts_but_marks_the_change() {
-    let f = fixture_with_policy(FingerprintPolicy::Log);
+    let f = fixture_with_mode(FingerprintMode::Log);
     let laptop = Fingerprint::from_parts(&[b"Firefox"]);
     let phone = Fingerprint::from_parts(&[b"Safari"]);
     let a = block_on(f.engine.issue("alice", String::new(), Some(laptop))).unwrap();
@@ -656,7 +656,7 @@ fn a_shorter_local_absolute_timeout_caps_tokens_sealed_with_a_longer_one() {
 
 #[test]
 fn logged_fingerprint_change_is_adopted_at_the_next_reissue() {
-    let f = fixture_with_policy(FingerprintPolicy::Log);
+    let f = fixture_with_mode(FingerprintMode::Log);
     let home = Fingerprint::from_parts(&[b"Firefox", b"198.51.100.0/24"]);
     let cafe = Fingerprint::from_parts(&[b"Firefox", b"203.0.113.0/24"]);
     let a = block_on(f.engine.issue("alice", String::new(), Some(home))).unwrap();

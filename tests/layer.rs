@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use http::{HeaderValue, Request, StatusCode};
 use sealed_sessions::clock::{Clock, ManualClock, SystemClock};
 use sealed_sessions::extract::{Fresh, HttpError, Session, SessionManager};
+use sealed_sessions::layer::AllowedOrigin;
 use sealed_sessions::revocation::MemoryRevocations;
 use sealed_sessions::{
     CookieSettings, EngineConfig, FingerprintMode, Key, KeyId, KeyRing, LayerOptions,
@@ -186,7 +187,7 @@ fn engine(
 ) -> SessionEngine<Data> {
     let config = EngineConfig::builder()
         .cookie(cookie)
-        .fingerprint(mode.policy())
+        .fingerprint(mode)
         .build()
         .unwrap();
     let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
@@ -237,12 +238,10 @@ async fn start(cookie: CookieSettings, mode: FingerprintMode) -> Server {
     let layer = SessionLayer::new(
         engine(cookie, mode, &clock),
         LayerOptions {
-            fingerprint: mode,
-            allowed_origins: vec!["https://partner.example".into()],
+            allowed_origins: vec!["https://partner.example".parse().unwrap()],
             ..LayerOptions::default()
         },
-    )
-    .unwrap();
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = router(layer).into_make_service_with_connect_info::<SocketAddr>();
@@ -954,8 +953,7 @@ async fn layer_and_extractors_work_through_oneshot_without_connect_info() {
     let layer = SessionLayer::new(
         engine(CookieSettings::production(), FingerprintMode::Off, &clock),
         LayerOptions::default(),
-    )
-    .unwrap();
+    );
     let app = router(layer);
     let login = Request::post("/login")
         .header("content-type", "application/json")
@@ -996,24 +994,19 @@ async fn extractor_without_the_layer_is_a_500_with_its_own_code() {
     assert_eq!(v["code"], "SESSION_LAYER_MISSING");
 }
 
-#[tokio::test]
-async fn layer_refuses_a_fingerprint_mode_the_engine_does_not_enforce() {
-    let clock = ManualClock::new(SystemClock.now());
-    let e = engine(CookieSettings::production(), FingerprintMode::Off, &clock);
-    let err = SessionLayer::new(
-        e.clone(),
-        LayerOptions {
-            fingerprint: FingerprintMode::Ua,
-            ..LayerOptions::default()
-        },
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("ua"), "{err}");
-    let bad_origin = LayerOptions {
-        allowed_origins: vec!["partner.example".into()],
-        ..LayerOptions::default()
-    };
-    assert!(SessionLayer::new(e, bad_origin).is_err());
+#[test]
+fn allowed_origins_that_cannot_match_are_refused_when_parsed() {
+    for bad in [
+        "partner.example",
+        "null",
+        "https://partner.example/path",
+        "ftp://x",
+    ] {
+        let err = bad.parse::<AllowedOrigin>().unwrap_err();
+        assert!(err.to_string().contains(bad), "{err}");
+    }
+    let ok: AllowedOrigin = " HTTPS://Partner.Example/ ".parse().unwrap();
+    assert_eq!(ok, "https://partner.example:443".parse().unwrap());
 }
 
 #[test]
@@ -1025,13 +1018,10 @@ fn any_cookie_header_bytes_never_cause_a_5xx() {
         .unwrap();
     let clock = ManualClock::new(SystemClock.now());
     let app = rt.block_on(async {
-        router(
-            SessionLayer::new(
-                engine(CookieSettings::production(), FingerprintMode::Off, &clock),
-                LayerOptions::default(),
-            )
-            .unwrap(),
-        )
+        router(SessionLayer::new(
+            engine(CookieSettings::production(), FingerprintMode::Off, &clock),
+            LayerOptions::default(),
+        ))
     });
     let raw = prop::collection::vec(any::<u8>(), 0..6000);
     let named =

@@ -178,7 +178,7 @@ fn tower_path(c: &mut Criterion) {
     let cookie = format!("session={}", issued.token);
     let layered: Router = Router::new()
         .route("/me", get(with_session))
-        .layer(SessionLayer::new(engine, LayerOptions::default()).unwrap());
+        .layer(SessionLayer::new(engine, LayerOptions::default()));
     let bare: Router = Router::new().route("/me", get(without_session));
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     let request = move || {

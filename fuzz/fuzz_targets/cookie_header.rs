@@ -16,7 +16,7 @@ use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::__fuzz::session_from_cookie_headers;
 use sealed_sessions::token::seal_token;
 use sealed_sessions::{
-    Claims, CookieSettings, EngineConfig, Fingerprint, FingerprintPolicy, Key, KeyId, KeyRing,
+    Claims, CookieSettings, EngineConfig, Fingerprint, FingerprintMode, Key, KeyId, KeyRing,
     MemoryRevocations, SessionEngine, SessionId,
 };
 
@@ -39,7 +39,7 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
     );
     let config = EngineConfig::builder()
         .cookie(CookieSettings::insecure_dev())
-        .fingerprint(FingerprintPolicy::Enforce)
+        .fingerprint(FingerprintMode::Ua)
         .build()
         .expect("valid config");
     let revocations = Arc::new(MemoryRevocations::new());

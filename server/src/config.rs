@@ -17,7 +17,7 @@ use sealed_sessions::keys::LoadOptions;
 use sealed_sessions::redis_topology::{RedisTarget, RedisTls};
 use sealed_sessions::revocation::RedisConfig;
 use sealed_sessions::session_index::DEFAULT_MAX_SESSIONS_PER_USER;
-use sealed_sessions::{CookieSettings, EngineConfig, FingerprintPolicy};
+use sealed_sessions::{CookieSettings, EngineConfig, FingerprintMode};
 
 /// Flags of `sealed-sessions serve`, grouped under the headings `--help` shows.
 #[derive(Debug, Clone, clap::Args)]
@@ -251,7 +251,7 @@ impl ServeConfig {
             .step_up_window(self.step_up_window)
             .max_clock_skew(self.max_clock_skew)
             .cookie(cookie)
-            .fingerprint(self.fingerprint.policy())
+            .fingerprint(self.fingerprint.mode())
             .build()
             .context("invalid session configuration")
     }
@@ -314,7 +314,7 @@ impl ServeConfig {
 /// The cookie name prefix `--production` requires (case-sensitive, as older browsers match it).
 const HOST_PREFIX: &str = "__Host-";
 
-/// `--fingerprint`. Local until the layer's own mode type lands.
+/// `--fingerprint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FingerprintArg {
     /// No binding.
@@ -329,23 +329,14 @@ pub enum FingerprintArg {
 }
 
 impl FingerprintArg {
-    /// The layer's mode.
-    pub fn mode(self) -> sealed_sessions::FingerprintMode {
-        use sealed_sessions::FingerprintMode;
+    /// The engine's fingerprint mode (what is bound, and whether a mismatch is logged or
+    /// rejected).
+    pub fn mode(self) -> FingerprintMode {
         match self {
             FingerprintArg::Off => FingerprintMode::Off,
             FingerprintArg::Log => FingerprintMode::Log,
             FingerprintArg::Ua => FingerprintMode::Ua,
             FingerprintArg::UaIp => FingerprintMode::UaIp,
-        }
-    }
-
-    /// The engine policy: whether a mismatch is ignored, logged or rejected.
-    pub fn policy(self) -> FingerprintPolicy {
-        match self {
-            FingerprintArg::Off => FingerprintPolicy::Off,
-            FingerprintArg::Log => FingerprintPolicy::Log,
-            FingerprintArg::Ua | FingerprintArg::UaIp => FingerprintPolicy::Enforce,
         }
     }
 }
@@ -771,7 +762,7 @@ mod tests {
         assert_eq!(e.renew_after(), Duration::from_secs(60));
         assert_eq!(e.step_up_window(), Duration::from_secs(300));
         assert_eq!(e.cookie().name(), "__Host-session");
-        assert_eq!(e.fingerprint(), FingerprintPolicy::Off);
+        assert_eq!(e.fingerprint(), FingerprintMode::Off);
     }
 
     #[test]
@@ -807,15 +798,15 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_values_map_to_policies() {
-        for (arg, policy) in [
-            ("off", FingerprintPolicy::Off),
-            ("log", FingerprintPolicy::Log),
-            ("ua", FingerprintPolicy::Enforce),
-            ("ua+ip", FingerprintPolicy::Enforce),
+    fn fingerprint_values_map_to_modes() {
+        for (arg, mode) in [
+            ("off", FingerprintMode::Off),
+            ("log", FingerprintMode::Log),
+            ("ua", FingerprintMode::Ua),
+            ("ua+ip", FingerprintMode::UaIp),
         ] {
             let c = parse(&["--fingerprint", arg]).unwrap();
-            assert_eq!(c.engine_config().unwrap().fingerprint(), policy, "{arg}");
+            assert_eq!(c.engine_config().unwrap().fingerprint(), mode, "{arg}");
         }
         assert!(parse(&["--fingerprint", "strict"]).is_err());
     }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Request, State};
-use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,8 +18,6 @@ use axum::{Json, Router};
 use sealed_sessions::SessionId;
 use sealed_sessions::clock::UnixMillis;
 use sealed_sessions::extract::{HttpError, PasswordChangeFailed, Session, SessionManager};
-use sealed_sessions::fingerprint::CoarseUserAgent;
-use sealed_sessions::session_index::SessionEntry;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -84,54 +81,6 @@ async fn fail_closed_when_stale(
         );
     }
     next.run(req).await
-}
-
-/// "Firefox on Linux": what the session list shows of a client.
-fn user_agent_summary(headers: &HeaderMap) -> String {
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let c = CoarseUserAgent::parse(ua);
-    format!("{} on {}", c.browser, c.os)
-}
-
-/// Records a new session in the user's index and revokes the sessions past the limit. The index
-/// is best effort during a Redis outage: listing and the limit resume when Redis is back.
-async fn index_new_session(state: &AppState, s: &Sess, headers: &HeaderMap) {
-    let c = s.claims();
-    let entry = SessionEntry {
-        session_id: c.session_id,
-        created_at: c.created_at,
-        expires_at: c.expires_at,
-        user_agent: user_agent_summary(headers),
-    };
-    let now = state.engine.now();
-    match state.index.add(&c.user_id, entry, now).await {
-        // The Redis index has already published these revocations in the same step as the
-        // eviction (so they hold even when this reply is lost); revoking here as well makes
-        // them effective on this node at once, not after its tail catches up.
-        Ok(evicted) => {
-            for e in evicted {
-                tracing::info!(target: "sealed_sessions::audit", event = "session_limit", user = %c.user_id, sid = %e.session_id.short_hash(), "oldest session revoked: concurrent-session limit");
-                if let Err(err) = state
-                    .engine
-                    .revocations()
-                    .revoke_session(e.session_id, e.expires_at, now)
-                    .await
-                {
-                    tracing::warn!(error = %err, "evicted session revoked locally; the shared store will be retried");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "session index unavailable; session not listed"),
-    }
-}
-
-async fn unindex(state: &AppState, user: &str, sid: SessionId) {
-    if let Err(e) = state.index.remove(user, sid).await {
-        tracing::warn!(error = %e, "session index unavailable; entry expires on its own");
-    }
 }
 
 fn bad_request(message: &str) -> Response {
@@ -207,7 +156,6 @@ struct LoginBody {
 async fn login(
     State(state): State<AppState>,
     manager: SessionManager<SessionData>,
-    headers: HeaderMap,
     req: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response, Response> {
     let LoginBody { username, password } = body(req)?;
@@ -243,9 +191,8 @@ async fn login(
         return Err(invalid_credentials());
     };
     attempt.succeeded();
-    if let Some(old) = manager.current() {
-        unindex(&state, old.user_id(), old.id()).await;
-    }
+    // Revokes the session the request carried; lists the new one, revoking the sessions past
+    // the per-user limit.
     let session = manager
         .login_with(
             ticket,
@@ -256,7 +203,6 @@ async fn login(
         )
         .await
         .map_err(IntoResponse::into_response)?;
-    index_new_session(&state, &session, &headers).await;
     Ok(Json(json!({ "user": session.user_id(), "role": role.as_str() })).into_response())
 }
 
@@ -326,24 +272,13 @@ async fn me(session: Sess) -> Response {
         .into_response()
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    session: Sess,
-) -> Result<Json<serde_json::Value>, HttpError> {
-    unindex(&state, session.user_id(), session.id()).await;
+async fn logout(session: Sess) -> Result<Json<serde_json::Value>, HttpError> {
     session.logout().await?;
     Ok(Json(json!({ "status": "logged_out" })))
 }
 
-async fn logout_everywhere(
-    State(state): State<AppState>,
-    session: Sess,
-) -> Result<Json<serde_json::Value>, HttpError> {
-    let user = session.user_id().to_owned();
+async fn logout_everywhere(session: Sess) -> Result<Json<serde_json::Value>, HttpError> {
     session.logout_everywhere().await?;
-    if let Err(e) = state.index.clear(&user).await {
-        tracing::warn!(error = %e, "session index unavailable; entries expire on their own");
-    }
     Ok(Json(json!({ "status": "logged_out_everywhere" })))
 }
 
@@ -423,7 +358,6 @@ enum StoreFailure {
 async fn change_password(
     State(state): State<AppState>,
     session: Sess,
-    headers: HeaderMap,
     req: Result<Json<PasswordBody>, JsonRejection>,
 ) -> Result<Response, Response> {
     let PasswordBody {
@@ -485,18 +419,10 @@ async fn change_password(
             ));
         }
     };
-    if let Err(e) = state.index.clear(&user).await {
-        tracing::warn!(error = %e, "session index unavailable; entries expire on their own");
-    }
-    index_new_session(&state, &s, &headers).await;
     Ok(Json(json!({ "user": s.user_id(), "status": "password_changed" })).into_response())
 }
 
-async fn elevate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    session: Sess,
-) -> Result<Response, Response> {
+async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Response, Response> {
     let capable = state
         .users()
         .get(session.user_id())
@@ -517,13 +443,10 @@ async fn elevate(
         role: Role::Admin,
         elevated: true,
     };
-    let (user, old) = (session.user_id().to_owned(), session.id());
     let s = session
         .regenerate(Some(data))
         .await
         .map_err(IntoResponse::into_response)?;
-    unindex(&state, &user, old).await;
-    index_new_session(&state, &s, &headers).await;
     Ok(Json(json!({
         "user": s.user_id(),
         "role": "admin",
@@ -533,18 +456,8 @@ async fn elevate(
     .into_response())
 }
 
-async fn list_sessions(State(state): State<AppState>, session: Sess) -> Result<Response, Response> {
-    let list = state
-        .index
-        .list(session.user_id(), state.engine.now())
-        .await
-        .map_err(|_| {
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "INDEX_UNAVAILABLE",
-                "the session list is unavailable",
-            )
-        })?;
+async fn list_sessions(session: Sess) -> Result<Response, HttpError> {
+    let list = session.list_sessions().await?;
     let current = session.id();
     let sessions: Vec<serde_json::Value> = list
         .iter()
@@ -562,7 +475,6 @@ async fn list_sessions(State(state): State<AppState>, session: Sess) -> Result<R
 }
 
 async fn delete_session(
-    State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     session: Sess,
 ) -> Result<Response, Response> {
@@ -570,44 +482,11 @@ async fn delete_session(
     let Some(target) = id.ok().and_then(|Path(id)| SessionId::parse_hex(&id)) else {
         return Err(bad_request("session id must be 32 hex digits"));
     };
-    let user = session.user_id().to_owned();
-    let list = state
-        .index
-        .list(&user, state.engine.now())
+    // Only the caller's own sessions can be ended (404 NOT_FOUND otherwise).
+    session
+        .end_session(target)
         .await
-        .map_err(|_| {
-            error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "INDEX_UNAVAILABLE",
-                "the session list is unavailable",
-            )
-        })?;
-    // Only the caller's own sessions can be revoked here.
-    let Some(entry) = list.into_iter().find(|e| e.session_id == target) else {
-        return Err(error_response(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "no such session of yours",
-        ));
-    };
-    unindex(&state, &user, target).await;
-    if target == session.id() {
-        session
-            .logout()
-            .await
-            .map_err(IntoResponse::into_response)?;
-    } else {
-        let now = state.engine.now();
-        if let Err(e) = state
-            .engine
-            .revocations()
-            .revoke_session(target, entry.expires_at, now)
-            .await
-        {
-            tracing::warn!(error = %e, "session revoked locally; the shared store will be retried");
-        }
-        tracing::info!(target: "sealed_sessions::audit", event = "logged_out", user = %user, sid = %target.short_hash(), "session revoked by its user");
-    }
+        .map_err(IntoResponse::into_response)?;
     Ok(Json(json!({ "status": "revoked", "session_id": target.to_string() })).into_response())
 }
 

@@ -64,8 +64,6 @@ pub struct AppStateInner {
     pub body_read_timeout: Duration,
     /// Fail closed (503) once the revocation list has been out of sync this long.
     pub max_staleness: Option<Duration>,
-    /// Each user's live sessions (listing, concurrent-session limit).
-    pub index: Arc<dyn SessionIndex>,
 }
 
 /// The request body limits (`--max-body-bytes`, `--body-read-timeout`).
@@ -78,11 +76,12 @@ pub struct BodyLimits {
 }
 
 impl AppState {
-    /// State over `engine` with a layer built from `options`.
+    /// State over `engine` with a layer built from `options`, keeping `index` (each user's
+    /// live sessions: listing, concurrent-session limit) current.
     #[allow(clippy::too_many_arguments)]
     ///
     /// # Errors
-    /// When the layer options do not fit the engine (fingerprint mode versus policy).
+    /// None today.
     pub fn new(
         engine: SessionEngine<SessionData>,
         options: LayerOptions,
@@ -94,7 +93,7 @@ impl AppState {
     ) -> anyhow::Result<AppState> {
         // The recorder is installed before the first request is counted.
         crate::prometheus::handle();
-        let layer = SessionLayer::new(engine.clone(), options)?;
+        let layer = SessionLayer::new(engine.clone(), options).with_index(index);
         Ok(AppState(Arc::new(AppStateInner {
             engine,
             layer,
@@ -103,7 +102,6 @@ impl AppState {
             max_body_bytes: body.max_bytes,
             body_read_timeout: body.read_timeout,
             max_staleness,
-            index,
         })))
     }
 

@@ -97,7 +97,6 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
             Arc::new(SystemClock),
         );
         let options = LayerOptions {
-            fingerprint: config.fingerprint.mode(),
             trusted_proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
             ..LayerOptions::default()
         };

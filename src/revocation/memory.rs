@@ -148,6 +148,7 @@ impl MemoryRevocations {
 
     /// Revokes many session ids given as raw keys and expiry seconds, as a snapshot stores
     /// them (see [`super::snapshot`]): one writer lock for the whole batch. Idempotent.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn revoke_session_keys(
         &self,
         revocations: impl IntoIterator<Item = ([u8; 16], u32)>,
@@ -162,17 +163,20 @@ impl MemoryRevocations {
     }
 
     /// Makes room for this many more revoked sessions and users (before a bulk load).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn reserve(&self, sessions: usize, users: usize) {
         self.sessions.reserve(sessions);
         self.users.reserve(users);
     }
 
     /// How many shards the `for_each_live_*_in` walks cover.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn shard_count(&self) -> usize {
         self.sessions.shard_count().max(self.users.shard_count())
     }
 
     /// Calls `f(key, until_secs)` on every revoked session of one shard still in force at `now`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn for_each_live_session_in(
         &self,
         shard: usize,
@@ -187,6 +191,7 @@ impl MemoryRevocations {
 
     /// Calls `f(user_id, min_version, until_secs)` on every user version of one shard still in
     /// force at `now`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn for_each_live_user_in(
         &self,
         shard: usize,

@@ -24,6 +24,7 @@ pub mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(feature = "redis")]
 mod snapshot;
 mod table;
 
@@ -43,6 +44,7 @@ use crate::clock::UnixMillis;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A stream id `ms-seq` as a pair, so ids compare numerically (`9-0` < `10-0`).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))

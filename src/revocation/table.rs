@@ -201,6 +201,7 @@ impl<V: Expiring> ExpiringTable<V> {
 
     /// Makes room for `additional` more entries at once (the table and its filter), so a bulk
     /// load of a snapshot neither rehashes the shards nor rebuilds the filter as it grows.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn reserve(&self, additional: usize) {
         let _w = self.writer.lock();
         let want = self.len.load(Ordering::Relaxed).saturating_add(additional);
@@ -273,6 +274,7 @@ impl<V: Expiring> ExpiringTable<V> {
     }
 
     /// How many shards [`ExpiringTable::for_each_live_in`] walks.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn shard_count(&self) -> usize {
         self.shards.len()
     }
@@ -280,6 +282,7 @@ impl<V: Expiring> ExpiringTable<V> {
     /// Calls `f` on every entry of one shard unexpired at `now_secs`, under that shard's read
     /// lock only (writing a snapshot walks the table one shard at a time, so writers to the
     /// other shards never wait).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn for_each_live_in(
         &self,
         shard: usize,
