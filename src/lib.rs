@@ -143,6 +143,12 @@ pub use fingerprint::FingerprintMode;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use layer::{LayerOptions, SessionLayer};
 
+/// The README's Rust blocks, compiled by `cargo test --doc` (they are `no_run`: they bind ports
+/// and read key files).
+#[cfg(all(doctest, feature = "axum", feature = "redis"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Internals that the fuzz targets (`fuzz/`) drive directly. Not part of the API: anything here
 /// may change or go in any release.
 #[doc(hidden)]

@@ -25,12 +25,12 @@ use zeroize::Zeroizing;
 
 use super::auth::password::{MAX_PASSWORD_BYTES as MAX_PASSWORD, check_new_password};
 use super::auth::{Role, VerifyError};
-use super::routes::{AppState, SessionData, error_response};
+use super::routes::{AppState, UserData, error_response};
 
 /// Longest username accepted (bytes).
 const MAX_USERNAME: usize = 128;
 
-type Sess = Session<SessionData>;
+type Sess = Session<UserData>;
 
 /// The session routes, behind the staleness guard when it can fire: with `--max-staleness`, or
 /// while the Redis revocation list has not been replayed yet. The session layer itself wraps the
@@ -155,7 +155,7 @@ struct LoginBody {
 
 async fn login(
     State(state): State<AppState>,
-    manager: SessionManager<SessionData>,
+    manager: SessionManager<UserData>,
     req: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Response, Response> {
     let LoginBody { username, password } = body(req)?;
@@ -196,7 +196,7 @@ async fn login(
     let session = manager
         .login_with(
             ticket,
-            SessionData {
+            UserData {
                 role,
                 elevated: false,
             },
@@ -213,7 +213,7 @@ async fn login(
 /// user id can need escaping; the times, the hex id, the role and the keys are fixed ASCII, so
 /// they are copied rather than run through serde_json's escaper (which cost more than opening
 /// the cookie). A test checks the result against serde_json's own encoding of the same fields.
-fn me_json(c: &sealed_sessions::Claims<SessionData>, idle_expires_at: UnixMillis) -> Vec<u8> {
+fn me_json(c: &sealed_sessions::Claims<UserData>, idle_expires_at: UnixMillis) -> Vec<u8> {
     let mut out = Vec::with_capacity(288);
     let time = |out: &mut Vec<u8>, key: &[u8], t: UnixMillis| {
         out.extend_from_slice(key);
@@ -439,7 +439,7 @@ async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Respons
     session
         .require_fresh(None)
         .map_err(IntoResponse::into_response)?;
-    let data = SessionData {
+    let data = UserData {
         role: Role::Admin,
         elevated: true,
     };
@@ -496,7 +496,7 @@ mod tests {
     use super::*;
     use sealed_sessions::Claims;
 
-    fn claims(user: &str, elevated: bool, role: Role) -> Claims<SessionData> {
+    fn claims(user: &str, elevated: bool, role: Role) -> Claims<UserData> {
         Claims {
             session_id: SessionId::from_bytes(core::array::from_fn(|i| (i * 17) as u8)),
             user_id: user.to_owned(),
@@ -506,7 +506,7 @@ mod tests {
             last_seen: UnixMillis(1_767_225_800_789),
             expires_at: UnixMillis(1_767_312_000_000),
             fingerprint: None,
-            data: SessionData { role, elevated },
+            data: UserData { role, elevated },
         }
     }
 

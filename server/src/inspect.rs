@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::config::KeyDirFlags;
 use super::keys_bootstrap::{self, KeySource};
-use super::routes::SessionData;
+use super::routes::UserData;
 
 /// The cookie name `serve` uses unless told otherwise.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";
@@ -66,7 +66,7 @@ pub enum DataMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 enum DataOwner {
-    /// The reference server's `SessionData`, decoded in `data`.
+    /// The reference server's `UserData`, decoded in `data`.
     ReferenceServer,
     /// Another application's: only `data_hex`.
     Application,
@@ -87,9 +87,9 @@ struct Report {
     fingerprint: Option<String>,
     /// Whose data this is: the reference server's (decoded in `data`) or the application's.
     data_owner: DataOwner,
-    /// The data decoded as the reference server's `SessionData` (only when it is that).
+    /// The data decoded as the reference server's `UserData` (only when it is that).
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<SessionData>,
+    data: Option<UserData>,
     /// The data's postcard bytes, always.
     data_hex: String,
 }
@@ -256,8 +256,8 @@ fn open(
 
 /// The data as the reference server's, when the bytes are exactly its encoding of a value
 /// (decoding refuses leftover bytes; encoding again must give the same bytes back).
-fn server_data(raw: &RawData) -> Option<SessionData> {
-    let data = raw.decode::<SessionData>().ok()?;
+fn server_data(raw: &RawData) -> Option<UserData> {
+    let data = raw.decode::<UserData>().ok()?;
     let again = postcard::to_allocvec(&data).ok()?;
     (again == raw.as_bytes()).then_some(data)
 }
@@ -404,7 +404,7 @@ mod tests {
     #[test]
     fn a_server_token_is_shown_with_times_hex_and_its_session_data() {
         let r = ring(&[("k1", 1)]);
-        let data = SessionData {
+        let data = UserData {
             role: Role::Admin,
             elevated: true,
         };

@@ -26,7 +26,7 @@ pub const PAGE: &str = include_str!("page.html");
 
 /// What the server seals into each session besides the user id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionData {
+pub struct UserData {
     /// The account's role at login.
     pub role: Role,
     /// Whether the session was elevated to admin privileges (`POST /elevate`, which also
@@ -51,9 +51,9 @@ impl std::ops::Deref for AppState {
 #[derive(Debug)]
 pub struct AppStateInner {
     /// Issues, validates and revokes sessions.
-    pub engine: SessionEngine<SessionData>,
+    pub engine: SessionEngine<UserData>,
     /// The session layer (cookie in, session out; audit and metrics).
-    pub layer: SessionLayer<SessionData>,
+    pub layer: SessionLayer<UserData>,
     /// Checks passwords against the user store, a bounded number at a time.
     pub verifier: PasswordVerifier,
     /// Failed-login counters.
@@ -83,7 +83,7 @@ impl AppState {
     /// # Errors
     /// None today.
     pub fn new(
-        engine: SessionEngine<SessionData>,
+        engine: SessionEngine<UserData>,
         options: LayerOptions,
         verifier: PasswordVerifier,
         throttle: LoginThrottle,
@@ -136,7 +136,7 @@ impl AppState {
 }
 
 /// The whole application: the router, inside the session layer, inside the body limit.
-pub type App = BodyLimit<SessionService<Router, SessionData>>;
+pub type App = BodyLimit<SessionService<Router, UserData>>;
 
 /// The application over `state`: [`routes`] with the fallback and layers of [`finish`].
 pub fn build_router(state: AppState) -> App {
@@ -440,7 +440,7 @@ pub(crate) mod tests {
             .engine
             .issue(
                 "alice",
-                SessionData {
+                UserData {
                     role: Role::User,
                     elevated: false,
                 },
