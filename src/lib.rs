@@ -18,7 +18,7 @@
 //! - [`error`]: [`HttpError`], the one status-and-code mapping of session failures.
 //! - [`cookies`]: cookie attributes, `__Host-` preset, building and clearing Set-Cookie.
 //! - [`revocation`]: the backend trait, the in-process list ([`MemoryRevocations`]) and the
-//!   Redis-synced list ([`revocation::RedisRevocations`]).
+//!   Redis-synced list (`revocation::RedisRevocations`, feature `redis`).
 //! - [`clock`]: injectable time.
 //! - [`session_index`]: each user's live sessions (listing, concurrent-session limit), in
 //!   memory or in Redis.

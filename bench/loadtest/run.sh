@@ -2,10 +2,10 @@
 # Load harness: GET /me with a valid session cookie, driven by wrk, on five servers side by side:
 #
 #   bare                          axum handler, no session (the ceiling)     bench/examples/load_bare.rs
-#   sealed                        sealed-sessions serve, in-process list     src/server/
-#   sealed+redis                  the same with --redis                      src/server/
+#   sealed                        sealed-sessions serve, in-process list     server/
+#   sealed+redis                  the same with --redis                      server/
 #   tower-sessions+redis          axum + tower-sessions on Redis             bench/examples/load_tower_sessions.rs
-#   express-session+connect-redis Node: express-session on connect-redis    loadtest/express/
+#   express-session+connect-redis Node: express-session on connect-redis    bench/loadtest/express/
 #
 # Each server runs alone, pinned to one core (SERVER_CPU); wrk runs pinned to another (LOAD_CPU);
 # Redis (a redis-server this script starts on a free loopback port, no persistence) shares the
@@ -14,9 +14,9 @@
 #
 # Prints a markdown table and writes it to target/load-report.md.
 #
-#   loadtest/run.sh                                   # defaults below
-#   DURATION=30s CONNECTIONS=128 ROUNDS=3 loadtest/run.sh
-#   TARGETS="bare sealed" loadtest/run.sh
+#   bench/loadtest/run.sh                                   # defaults below
+#   DURATION=30s CONNECTIONS=128 ROUNDS=3 bench/loadtest/run.sh
+#   TARGETS="bare sealed" bench/loadtest/run.sh
 #
 # Environment (defaults):
 #   DURATION=10s      measured wrk run per target (wrk syntax: 10s, 1m)

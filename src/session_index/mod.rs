@@ -14,7 +14,7 @@
 //! returns at most the limit (the newest sessions).
 //!
 //! [`MemorySessionIndex`] serves one node; its users are spread over independently locked
-//! shards, so one user's index never blocks the others for long. [`RedisSessionIndex`] shares
+//! shards, so one user's index never blocks the others for long. `RedisSessionIndex` (feature `redis`) shares
 //! the index across nodes with, per user, a sorted set by creation, a sorted set by expiry and
 //! a hash of details, under the same key prefix and hash tag as the revocation stream. Its
 //! eviction and the revocation events for the evicted sessions are one Lua script: the limit
