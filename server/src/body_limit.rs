@@ -27,12 +27,11 @@ use axum::BoxError;
 use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::Limited;
+use sealed_sessions::HttpError;
 use tower::{Layer, Service};
-
-use super::routes::error_response;
 
 /// Caps request bodies at `max` bytes and at `read_timeout` to arrive (see the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -117,11 +116,12 @@ where
 }
 
 fn timed_out() -> Response {
-    let mut resp = error_response(
+    let mut resp = HttpError::new(
         StatusCode::REQUEST_TIMEOUT,
         "BODY_TIMEOUT",
         "request body not received in time",
-    );
+    )
+    .into_response();
     // The rest of the body will not be read: the connection cannot carry another request.
     resp.headers_mut().insert(
         header::CONNECTION,
@@ -159,11 +159,12 @@ mod limit_future {
 pub use limit_future::LimitFuture;
 
 fn too_large() -> Response {
-    error_response(
+    HttpError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "PAYLOAD_TOO_LARGE",
         "request body too large",
     )
+    .into_response()
 }
 
 /// Replaces a 413 that is not already our JSON error (a plain-text extractor rejection).

@@ -1,11 +1,9 @@
 //! The session API: login, me, logout, logout everywhere, step-up, password change, elevation.
 //!
-//! Every error is `{"error": "...", "code": "..."}` with a 4xx/5xx status; handlers never panic
-//! on client input.
+//! Every error is an [`HttpError`], `{"error": "...", "code": "..."}` with a 4xx/5xx status (a
+//! 429 also says when to retry: `Refusal`); handlers never panic on client input.
 
-// Handlers return `Result<_, Response>`, axum's idiom; the error is built once per request.
-#![allow(clippy::result_large_err)]
-
+use std::borrow::Cow;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -15,9 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use sealed_sessions::SessionId;
 use sealed_sessions::clock::UnixMillis;
-use sealed_sessions::extract::{HttpError, PasswordChangeFailed, Session, SessionManager};
+use sealed_sessions::extract::{PasswordChangeFailed, Session, SessionManager};
+use sealed_sessions::{HttpError, SessionId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -25,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::auth::password::{MAX_PASSWORD_BYTES as MAX_PASSWORD, check_new_password};
 use super::auth::{Role, VerifyError};
-use super::routes::{AppState, UserData, error_response};
+use super::state::{AppState, UserData};
 
 /// Longest username accepted (bytes).
 const MAX_USERNAME: usize = 128;
@@ -34,7 +32,7 @@ type Sess = Session<UserData>;
 
 /// The session routes, behind the staleness guard when it can fire: with `--max-staleness`, or
 /// while the Redis revocation list has not been replayed yet. The session layer itself wraps the
-/// whole application ([`super::routes::finish`]).
+/// whole application, once, around the finished router.
 pub fn session_routes(state: &AppState) -> Router<AppState> {
     let routes = Router::new()
         .route("/login", post(login))
@@ -65,40 +63,78 @@ async fn fail_closed_when_stale(
     State(state): State<AppState>,
     req: Request,
     next: Next,
-) -> Response {
+) -> Result<Response, HttpError> {
     if !state.revocations_ready() {
-        return error_response(
+        return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "REVOCATION_STALE",
             "revocation list not loaded from Redis yet",
-        );
+        ));
     }
     if state.too_stale() {
-        return error_response(
+        return Err(HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "REVOCATION_STALE",
             "revocation list is out of sync for longer than allowed",
-        );
+        ));
     }
-    next.run(req).await
+    Ok(next.run(req).await)
 }
 
-fn bad_request(message: &str) -> Response {
-    error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+/// A handler's error when it checks a password: an [`HttpError`], or the login throttle's 429,
+/// which also carries `Retry-After`.
+#[derive(Debug)]
+enum Refusal {
+    Error(HttpError),
+    /// 429 `TOO_MANY_ATTEMPTS`; `Retry-After` in whole seconds, rounded up, at least 1.
+    TooManyAttempts {
+        retry_after: Duration,
+    },
+}
+
+impl From<HttpError> for Refusal {
+    fn from(e: HttpError) -> Refusal {
+        Refusal::Error(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Error(e) => e.into_response(),
+            Refusal::TooManyAttempts { retry_after } => {
+                let mut resp = HttpError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_ATTEMPTS",
+                    "too many failed attempts; retry later",
+                )
+                .into_response();
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                resp
+            }
+        }
+    }
+}
+
+fn bad_request(message: impl Into<Cow<'static, str>>) -> HttpError {
+    HttpError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
 }
 
 /// A JSON body, or 400 BAD_REQUEST with a JSON error (never axum's plain-text rejection).
-fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+fn body<T: DeserializeOwned>(body: Result<Json<T>, JsonRejection>) -> Result<T, HttpError> {
     match body {
         Ok(Json(b)) => Ok(b),
         Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Err(error_response(
+            Err(HttpError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 "request body too large",
             ))
         }
-        Err(e) => Err(bad_request(&e.body_text())),
+        Err(e) => Err(bad_request(e.body_text())),
     }
 }
 
@@ -106,18 +142,14 @@ fn rfc3339(t: UnixMillis) -> String {
     t.rfc3339().to_string()
 }
 
-fn busy() -> Response {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "BUSY",
-        "too many password checks in progress; retry shortly",
-    )
-}
-
-fn verify_error(e: VerifyError) -> Response {
+fn verify_error(e: VerifyError) -> HttpError {
     match e {
-        VerifyError::Busy => busy(),
-        VerifyError::Internal(_) => error_response(
+        VerifyError::Busy => HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BUSY",
+            "too many password checks in progress; retry shortly",
+        ),
+        VerifyError::Internal(_) => HttpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL",
             "password check failed",
@@ -125,21 +157,8 @@ fn verify_error(e: VerifyError) -> Response {
     }
 }
 
-fn too_many(retry_after: Duration) -> Response {
-    let mut resp = error_response(
-        StatusCode::TOO_MANY_REQUESTS,
-        "TOO_MANY_ATTEMPTS",
-        "too many failed attempts; retry later",
-    );
-    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    resp
-}
-
-fn invalid_credentials() -> Response {
-    error_response(
+fn invalid_credentials() -> HttpError {
+    HttpError::new(
         StatusCode::UNAUTHORIZED,
         "INVALID_CREDENTIALS",
         "invalid username or password",
@@ -157,10 +176,10 @@ async fn login(
     State(state): State<AppState>,
     manager: SessionManager<UserData>,
     req: Result<Json<LoginBody>, JsonRejection>,
-) -> Result<Response, Response> {
+) -> Result<Json<serde_json::Value>, Refusal> {
     let LoginBody { username, password } = body(req)?;
     if username.is_empty() || username.len() > MAX_USERNAME || password.len() > MAX_PASSWORD {
-        return Err(bad_request("username or password length out of range"));
+        return Err(bad_request("username or password length out of range").into());
     }
     let ip = manager.client_ip();
     // The attempt counts from here, so guesses sent in parallel cannot all pass the throttle
@@ -170,15 +189,14 @@ async fn login(
         Err(t) => {
             let exists = state.users().get(&username).is_some();
             manager.auditor().login_throttled(&username, exists, ip);
-            return Err(too_many(t.retry_after));
+            return Err(Refusal::TooManyAttempts {
+                retry_after: t.retry_after,
+            });
         }
     };
     // The user's version is read before the password check: a password change that lands
     // while this check runs raises the version past it, so this login dies with the others.
-    let ticket = manager
-        .begin_login(username.clone())
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let ticket = manager.begin_login(username.clone()).await?;
     let role = state
         .verifier
         .verify(&username, password)
@@ -188,7 +206,7 @@ async fn login(
         attempt.failed();
         let exists = state.users().get(&username).is_some();
         manager.auditor().login_failed(&username, exists, ip);
-        return Err(invalid_credentials());
+        return Err(invalid_credentials().into());
     };
     attempt.succeeded();
     // Revokes the session the request carried; lists the new one, revoking the sessions past
@@ -201,9 +219,10 @@ async fn login(
                 elevated: false,
             },
         )
-        .await
-        .map_err(IntoResponse::into_response)?;
-    Ok(Json(json!({ "user": session.user_id(), "role": role.as_str() })).into_response())
+        .await?;
+    Ok(Json(
+        json!({ "user": session.user_id(), "role": role.as_str() }),
+    ))
 }
 
 /// The body of `GET /me`, the request every page load makes, written straight from the claims:
@@ -292,22 +311,18 @@ async fn step_up(
     State(state): State<AppState>,
     session: Sess,
     req: Result<Json<StepUpBody>, JsonRejection>,
-) -> Result<Response, Response> {
+) -> Result<Json<serde_json::Value>, Refusal> {
     let StepUpBody { password } = body(req)?;
     if password.len() > MAX_PASSWORD {
-        return Err(bad_request("password too long"));
+        return Err(bad_request("password too long").into());
     }
     check_own_password(&state, &session, password).await?;
     // Re-checks revocation: a session logged out while its password was checked gets 401
     // REVOKED, not a fresh cookie.
-    let s = session
-        .step_up()
-        .await
-        .map_err(IntoResponse::into_response)?;
-    Ok(
-        Json(json!({ "user": s.user_id(), "auth_time": rfc3339(s.claims().auth_time) }))
-            .into_response(),
-    )
+    let s = session.step_up().await?;
+    Ok(Json(
+        json!({ "user": s.user_id(), "auth_time": rfc3339(s.claims().auth_time) }),
+    ))
 }
 
 /// The session's user re-entered their password (step-up, password change): checked under the
@@ -316,14 +331,16 @@ async fn check_own_password(
     state: &AppState,
     session: &Sess,
     password: Zeroizing<String>,
-) -> Result<(), Response> {
+) -> Result<(), Refusal> {
     let ip = session.context().client_ip();
     let user = session.user_id();
     let attempt = match state.throttle.begin(user, ip) {
         Ok(attempt) => attempt,
         Err(t) => {
             session.context().auditor().throttled(user, ip);
-            return Err(too_many(t.retry_after));
+            return Err(Refusal::TooManyAttempts {
+                retry_after: t.retry_after,
+            });
         }
     };
     match state.verifier.verify(user, password).await {
@@ -334,9 +351,9 @@ async fn check_own_password(
         Ok(None) => {
             attempt.failed();
             session.context().auditor().login_failed(user, true, ip);
-            Err(invalid_credentials())
+            Err(invalid_credentials().into())
         }
-        Err(e) => Err(verify_error(e)),
+        Err(e) => Err(verify_error(e).into()),
     }
 }
 
@@ -359,17 +376,17 @@ async fn change_password(
     State(state): State<AppState>,
     session: Sess,
     req: Result<Json<PasswordBody>, JsonRejection>,
-) -> Result<Response, Response> {
+) -> Result<Json<serde_json::Value>, Refusal> {
     let PasswordBody {
         current_password,
         new_password,
     } = body(req)?;
     if current_password.len() > MAX_PASSWORD {
-        return Err(bad_request("current password too long"));
+        return Err(bad_request("current password too long").into());
     }
     // The rules `hash-password` applies too.
     if let Err(e) = check_new_password(&new_password) {
-        return Err(bad_request(&format!("new {e}")));
+        return Err(bad_request(format!("new {e}")).into());
     }
     check_own_password(&state, &session, current_password).await?;
     let user = session.user_id().to_owned();
@@ -395,40 +412,48 @@ async fn change_password(
     };
     let s = match session.change_password(store).await {
         Ok(s) => s,
-        Err(PasswordChangeFailed::Session(e)) => return Err(e.into_response()),
+        Err(PasswordChangeFailed::Session(e)) => return Err(e.into()),
         Err(PasswordChangeFailed::Store(StoreFailure::NoSuchUser)) => {
-            return Err(error_response(
+            return Err(HttpError::new(
                 StatusCode::NOT_FOUND,
                 "NO_SUCH_USER",
                 "user no longer exists",
-            ));
+            )
+            .into());
         }
         Err(PasswordChangeFailed::Store(StoreFailure::Failed(e))) => {
             tracing::error!(user = %user, error = %format!("{e:#}"), "could not store a new password");
-            return Err(error_response(
+            return Err(HttpError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",
                 "could not store the new password",
-            ));
+            )
+            .into());
         }
         Err(_) => {
-            return Err(error_response(
+            return Err(HttpError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",
                 "password change failed",
-            ));
+            )
+            .into());
         }
     };
-    Ok(Json(json!({ "user": s.user_id(), "status": "password_changed" })).into_response())
+    Ok(Json(
+        json!({ "user": s.user_id(), "status": "password_changed" }),
+    ))
 }
 
-async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Response, Response> {
+async fn elevate(
+    State(state): State<AppState>,
+    session: Sess,
+) -> Result<Json<serde_json::Value>, HttpError> {
     let capable = state
         .users()
         .get(session.user_id())
         .is_some_and(|u| u.role == Role::Admin);
     if !capable {
-        return Err(error_response(
+        return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "FORBIDDEN",
             "this account cannot be elevated",
@@ -436,27 +461,21 @@ async fn elevate(State(state): State<AppState>, session: Sess) -> Result<Respons
     }
     // Admin rights for a session are a sensitive change: they need a password entry (login or
     // step-up) within the step-up window, so a cookie stolen later than that cannot get them.
-    session
-        .require_fresh(None)
-        .map_err(IntoResponse::into_response)?;
+    session.require_fresh(None)?;
     let data = UserData {
         role: Role::Admin,
         elevated: true,
     };
-    let s = session
-        .regenerate(Some(data))
-        .await
-        .map_err(IntoResponse::into_response)?;
+    let s = session.regenerate(Some(data)).await?;
     Ok(Json(json!({
         "user": s.user_id(),
         "role": "admin",
         "elevated": true,
         "session_id": s.id().to_string(),
-    }))
-    .into_response())
+    })))
 }
 
-async fn list_sessions(session: Sess) -> Result<Response, HttpError> {
+async fn list_sessions(session: Sess) -> Result<Json<serde_json::Value>, HttpError> {
     let list = session.list_sessions().await?;
     let current = session.id();
     let sessions: Vec<serde_json::Value> = list
@@ -471,23 +490,22 @@ async fn list_sessions(session: Sess) -> Result<Response, HttpError> {
             })
         })
         .collect();
-    Ok(Json(json!({ "sessions": sessions })).into_response())
+    Ok(Json(json!({ "sessions": sessions })))
 }
 
 async fn delete_session(
     id: Result<Path<String>, PathRejection>,
     session: Sess,
-) -> Result<Response, Response> {
+) -> Result<Json<serde_json::Value>, HttpError> {
     // A segment that does not percent-decode to UTF-8 gets the same JSON 400 as a malformed id.
     let Some(target) = id.ok().and_then(|Path(id)| SessionId::parse_hex(&id)) else {
         return Err(bad_request("session id must be 32 hex digits"));
     };
     // Only the caller's own sessions can be ended (404 NOT_FOUND otherwise).
-    session
-        .end_session(target)
-        .await
-        .map_err(IntoResponse::into_response)?;
-    Ok(Json(json!({ "status": "revoked", "session_id": target.to_string() })).into_response())
+    session.end_session(target).await?;
+    Ok(Json(
+        json!({ "status": "revoked", "session_id": target.to_string() }),
+    ))
 }
 
 #[cfg(test)]

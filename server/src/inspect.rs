@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::config::KeyDirFlags;
 use super::keys_bootstrap::{self, KeySource};
-use super::routes::UserData;
+use super::state::UserData;
 
 /// The cookie name `serve` uses unless told otherwise.
 pub const DEFAULT_COOKIE_NAME: &str = "__Host-session";

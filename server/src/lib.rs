@@ -10,10 +10,18 @@
 //! - `keys_bootstrap`: the key ring from the environment or the key directory.
 //! - `auth`: who may log in: the users file and its format (fuzzed), the store, demo users,
 //!   argon2id hashing and the password rules, the bounded verifier, the login throttle.
-//! - `routes`: the application state and [`routes::build_router`].
+//! - `state`: the application state every handler shares, and `UserData`, what a session
+//!   carries.
+//! - `handlers`: the session API (login, me, logout, step-up, password change, elevation, the
+//!   session list), every error a `sealed_sessions::HttpError`.
+//! - `routes`: [`routes::build_router`]: the session routes, the page, `/healthz`, `/metrics`,
+//!   the JSON fallbacks, under the session layer and the body limit.
 //! - `body_limit`: the request body limit, free for requests without a body.
 //! - `prometheus`: the `/metrics` exporter (the library records through the `metrics` facade).
 //! - `page.html`: the browser page served at `/`.
+//!
+//! Imports inside the HTTP part go one way: `routes` → `handlers`, `state`, `body_limit`;
+//! `handlers` → `state`, `auth`; `state` → `auth`, `prometheus`; `body_limit` → none of ours.
 //!
 //! [`run`] owns the accept loop (rather than `axum::serve`) to set hyper's header read timeout.
 
@@ -28,6 +36,7 @@ pub mod prometheus;
 pub mod revoke;
 pub mod routes;
 pub mod serve;
+pub mod state;
 
 use std::future::Future;
 use std::io;

@@ -1,7 +1,8 @@
-//! The application state and its router. Session routes are added in [`build_router`].
+//! The router: the session routes of [`super::handlers`], the page, `/healthz` and `/metrics`,
+//! the JSON fallbacks, then the session layer and the body limit around it all
+//! ([`build_router`]).
 
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::LazyLock;
 
 use axum::Json;
 use axum::Router;
@@ -10,130 +11,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
+use sealed_sessions::HttpError;
 use sealed_sessions::layer::SessionService;
-use sealed_sessions::session_index::SessionIndex;
-use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-use super::auth::throttle::LoginThrottle;
-use super::auth::{PasswordVerifier, Role, UserStore};
-use super::body_limit::{BodyLimit, BodyLimitLayer};
 use tower::Layer as _;
+
+use super::body_limit::{BodyLimit, BodyLimitLayer};
+use super::handlers;
+use super::state::{AppState, UserData};
 
 /// The browser page: static, no build step.
 pub const PAGE: &str = include_str!("page.html");
-
-/// What the server seals into each session besides the user id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserData {
-    /// The account's role at login.
-    pub role: Role,
-    /// Whether the session was elevated to admin privileges (`POST /elevate`, which also
-    /// regenerates the session id).
-    pub elevated: bool,
-}
-
-/// Shared by every handler: one `Arc`, so a clone is one reference count. axum clones the state
-/// for every request (each handler call, each `from_fn_with_state` layer); cloning the fields one
-/// by one cost more than validating the cookie (the throttle's caches alone hold a dozen counts).
-#[derive(Clone, Debug)]
-pub struct AppState(Arc<AppStateInner>);
-
-impl std::ops::Deref for AppState {
-    type Target = AppStateInner;
-    fn deref(&self) -> &AppStateInner {
-        &self.0
-    }
-}
-
-/// What [`AppState`] points to.
-#[derive(Debug)]
-pub struct AppStateInner {
-    /// Issues, validates and revokes sessions.
-    pub engine: SessionEngine<UserData>,
-    /// The session layer (cookie in, session out; audit and metrics).
-    pub layer: SessionLayer<UserData>,
-    /// Checks passwords against the user store, a bounded number at a time.
-    pub verifier: PasswordVerifier,
-    /// Failed-login counters.
-    pub throttle: LoginThrottle,
-    /// Request bodies larger than this are refused with 413.
-    pub max_body_bytes: usize,
-    /// Request bodies must arrive whole within this, else 408.
-    pub body_read_timeout: Duration,
-    /// Fail closed (503) once the revocation list has been out of sync this long.
-    pub max_staleness: Option<Duration>,
-}
-
-/// The request body limits (`--max-body-bytes`, `--body-read-timeout`).
-#[derive(Clone, Copy, Debug)]
-pub struct BodyLimits {
-    /// Larger bodies get 413.
-    pub max_bytes: usize,
-    /// Bodies not received whole within this get 408.
-    pub read_timeout: Duration,
-}
-
-impl AppState {
-    /// State over `engine` with a layer built from `options`, keeping `index` (each user's
-    /// live sessions: listing, concurrent-session limit) current.
-    #[allow(clippy::too_many_arguments)]
-    ///
-    /// # Errors
-    /// None today.
-    pub fn new(
-        engine: SessionEngine<UserData>,
-        options: LayerOptions,
-        verifier: PasswordVerifier,
-        throttle: LoginThrottle,
-        body: BodyLimits,
-        max_staleness: Option<Duration>,
-        index: Arc<dyn SessionIndex>,
-    ) -> anyhow::Result<AppState> {
-        // The recorder is installed before the first request is counted.
-        crate::prometheus::handle();
-        let layer = SessionLayer::new(engine.clone(), options).with_index(index);
-        Ok(AppState(Arc::new(AppStateInner {
-            engine,
-            layer,
-            verifier,
-            throttle,
-            max_body_bytes: body.max_bytes,
-            body_read_timeout: body.read_timeout,
-            max_staleness,
-        })))
-    }
-
-    /// The user store (through the verifier, which owns it).
-    pub fn users(&self) -> &UserStore {
-        self.verifier.users()
-    }
-
-    /// Whether the revocation list is too stale to trust: not replayed from Redis yet (a node
-    /// that knows none of the revocations made elsewhere), or, with `--max-staleness`, out of sync
-    /// for longer than allowed.
-    pub fn too_stale(&self) -> bool {
-        !self.revocations_ready() || self.out_of_sync_too_long()
-    }
-
-    /// Whether the revocation list holds what the shared store held once (always, without
-    /// Redis). One atomic load.
-    pub fn revocations_ready(&self) -> bool {
-        self.engine.revocations().ready()
-    }
-
-    /// `--max-staleness`: out of sync with Redis for longer than allowed.
-    fn out_of_sync_too_long(&self) -> bool {
-        // Without --max-staleness, do not even look (the Redis backend's status takes a lock
-        // its sync task also takes).
-        let Some(max) = self.max_staleness else {
-            return false;
-        };
-        let sync = self.engine.revocations().sync_status();
-        !sync.synced && Duration::from_millis(sync.lag_ms) > max
-    }
-}
 
 /// The whole application: the router, inside the session layer, inside the body limit.
 pub type App = BodyLimit<SessionService<Router, UserData>>;
@@ -145,7 +33,7 @@ pub fn build_router(state: AppState) -> App {
 
 /// Every route: the session API, then the routes that need no session.
 pub fn routes(state: &AppState) -> Router<AppState> {
-    super::handlers::session_routes(state)
+    handlers::session_routes(state)
         .route("/", get(page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -166,18 +54,13 @@ pub fn finish(router: Router<AppState>, state: AppState) -> App {
     limit.layer(session.layer(router))
 }
 
-/// A JSON error body `{"error": message, "code": CODE}` with `status`.
-pub fn error_response(status: StatusCode, code: &'static str, message: &str) -> Response {
-    (status, Json(json!({ "error": message, "code": code }))).into_response()
-}
-
-async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+async fn not_found() -> HttpError {
+    HttpError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
 }
 
 /// The route exists, the method does not (axum adds the `Allow` header).
-async fn method_not_allowed() -> Response {
-    error_response(
+async fn method_not_allowed() -> HttpError {
+    HttpError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
         "this route does not take that method",
@@ -284,10 +167,15 @@ async fn page() -> Response {
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
-    use crate::auth::throttle::ThrottleConfig;
+    use crate::auth::throttle::{LoginThrottle, ThrottleConfig};
+    use crate::auth::{PasswordVerifier, Role, UserStore};
+    use crate::state::BodyLimits;
     use axum::body::Body;
     use http::Request;
     use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing};
+    use sealed_sessions::{LayerOptions, SessionEngine};
+    use std::sync::Arc;
+    use std::time::Duration;
     use tower::ServiceExt as _;
 
     pub(crate) fn test_state(max_body_bytes: usize) -> AppState {

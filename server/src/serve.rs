@@ -21,7 +21,8 @@ use super::auth::throttle::{LoginThrottle, ThrottleConfig};
 use super::auth::{PasswordVerifier, UserStore};
 use super::config::{LogFormat, ServeConfig};
 use super::keys_bootstrap::EnvKeys;
-use super::routes::{AppState, BodyLimits, build_router};
+use super::routes::build_router;
+use super::state::{AppState, BodyLimits};
 use super::{ServerOptions, keys_bootstrap, run_with};
 
 /// Runs the server until SIGTERM or Ctrl-C. `env_keys` is `SEALED_SESSIONS_KEYS`, already taken
