@@ -513,10 +513,21 @@ impl Cluster {
     /// one key at a time with `pause` between keys, so clients see the slot half moved. Returns
     /// the new owner's port.
     pub(crate) fn migrate_slot(&self, slot: u16, pause: Duration) -> u16 {
-        let (owner, _) = self.owner_and_replica(slot);
+        // A cluster just created or just failed over can still list a node by its old role:
+        // wait until the owner and the target each say themselves that they are primaries.
+        let (mut owner, mut target) = (0, 0);
+        wait_until(
+            "the slot's owner and a second primary",
+            Duration::from_secs(20),
+            || {
+                owner = self.owner_and_replica(slot).0;
+                target = self.other_primary(slot);
+                role(owner).as_deref() == Some("master")
+                    && role(target).as_deref() == Some("master")
+            },
+        );
         let nodes = self.nodes(slot);
         let id = |port: u16| nodes.iter().find(|n| n.0 == port).unwrap().1.clone();
-        let target = self.other_primary(slot);
         let (owner_id, target_id) = (id(owner), id(target));
         let setslot = |port: u16, args: &[&str]| {
             let mut c = conn_to(port);
@@ -552,11 +563,22 @@ impl Cluster {
         }
         setslot(target, &["NODE", &target_id]);
         setslot(owner, &["NODE", &target_id]);
+        // The other primaries learn it too; a node this (earlier) view called a primary but
+        // that is a replica by now refuses SETSLOT and learns the owner through gossip, which
+        // the wait below checks.
         for n in nodes
             .iter()
             .filter(|n| n.2 && n.0 != owner && n.0 != target)
         {
-            setslot(n.0, &["NODE", &target_id]);
+            let mut c = conn_to(n.0);
+            let r: redis::RedisResult<String> = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(&["NODE", &target_id])
+                .query(&mut c);
+            if let Err(e) = r {
+                assert!(e.to_string().contains("only with masters"), "{e}");
+            }
         }
         wait_until(
             "every node sees the new owner",
