@@ -12,8 +12,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::__fuzz::session_from_cookie_headers;
+use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::token::seal_token;
 use sealed_sessions::{
     Claims, CookieSettings, EngineConfig, Fingerprint, FingerprintMode, Key, KeyId, KeyRing,
