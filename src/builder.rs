@@ -230,8 +230,9 @@ impl<T> std::fmt::Debug for SessionsBuilder<T> {
     }
 }
 
-/// The session stack could not be built.
-#[derive(Debug, thiserror::Error)]
+/// The session stack could not be built. `Debug` shows the message and its causes, so a `main`
+/// that returns this with `?` prints what to fix.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// No key ring was given ([`SessionsBuilder::keys`], [`SessionsBuilder::keys_from_dir`],
@@ -271,6 +272,8 @@ pub enum BuildError {
         redis: Duration,
     },
 }
+
+crate::report::debug_as_chain!(BuildError);
 
 impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> SessionsBuilder<T> {
     /// The engine configuration (default [`EngineConfig::default`]). Its absolute timeout is
@@ -473,6 +476,22 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    #[test]
+    fn debug_of_a_startup_error_is_its_message_with_the_fix() {
+        // What `fn main() -> Result<(), Box<dyn Error>>` prints when `build()?` fails.
+        let err: Box<dyn std::error::Error> =
+            Box::new(BuildError::Keys(KeyError::LoosePermissions {
+                path: PathBuf::from("keys/a.key"),
+                mode: 0o640,
+            }));
+        let shown = format!("{err:?}");
+        assert!(
+            shown.starts_with("loading the key ring: key file keys/a.key has mode 0640"),
+            "{shown}"
+        );
+        assert!(shown.contains("run `chmod 600 keys/a.key`"), "{shown}");
     }
 
     #[test]

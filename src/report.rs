@@ -19,6 +19,21 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+/// Implements `Debug` as the message followed by its causes, for the errors an application's
+/// startup returns with `?`. `fn main() -> Result<(), Box<dyn Error>>` prints an error's `Debug`;
+/// a derived one would print `LoosePermissions { path: "keys/a.key", mode: 416 }` where the
+/// message says `mode 0640 … run chmod 600 keys/a.key`.
+macro_rules! debug_as_chain {
+    ($t:ty) => {
+        impl ::std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&crate::report::Chain(self), f)
+            }
+        }
+    };
+}
+pub(crate) use debug_as_chain;
+
 #[cfg(test)]
 mod tests {
     use super::*;

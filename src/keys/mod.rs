@@ -84,8 +84,9 @@ pub const MAX_ID_LEN: usize = 16;
 
 /// Errors from parsing, loading and writing keys.
 ///
-/// No variant ever carries key bytes or base64 key text.
-#[derive(Debug, thiserror::Error)]
+/// No variant ever carries key bytes or base64 key text. `Debug` shows the message and its
+/// causes, so a `main` that returns this with `?` prints the fix (`chmod 600 …`).
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// A key id is empty, too long, or has characters outside
@@ -248,6 +249,8 @@ pub enum KeyError {
         source: io::Error,
     },
 }
+
+crate::report::debug_as_chain!(KeyError);
 
 /// Renders " (from file <path>)" for [`KeyError::InvalidId`].
 fn in_file(path: Option<&Path>) -> String {
