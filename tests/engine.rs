@@ -849,3 +849,26 @@ fn validation_fails_closed_while_the_revocation_list_is_not_loaded() {
         Rejection::Invalid(_)
     ));
 }
+
+/// The README's shell line for a first key ("A key first") makes a directory the loader accepts:
+/// base64 of 32 bytes, owner-only file and directory.
+#[cfg(unix)]
+#[test]
+fn the_readme_key_command_makes_a_key_directory_the_loader_accepts() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = &readme[readme.find("A key first").expect("README: 'A key first'")..];
+    let start = after.find("`(").unwrap() + 1;
+    let end = start + after[start..].find(")`").unwrap() + 1;
+    let command = after[start..end].replace('\n', " ");
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{command}");
+    let ring = KeyRing::load_dir(&dir.path().join("keys"), &Default::default()).unwrap();
+    assert_eq!(ring.primary_id().as_str(), "k1");
+}
