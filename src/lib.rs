@@ -149,10 +149,23 @@ pub use layer::{LayerOptions, SessionLayer};
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// Internals that the fuzz targets (`fuzz/`) drive directly. Not part of the API: anything here
-/// may change or go in any release.
+/// Internals that the fuzz targets (`fuzz/`) and the measurement examples (`bench/examples/`)
+/// drive directly. Not part of the API: anything here may change or go in any release.
 #[doc(hidden)]
 pub mod __fuzz {
+    /// Reads the fixed claims (everything before `data`) from the start of postcard-encoded
+    /// claims the way validation does, with the hand-written reader; returns the length of what
+    /// follows (the encoding of `data`), or `None` where postcard would refuse the bytes.
+    ///
+    /// ```
+    /// assert_eq!(sealed_sessions::__fuzz::fixed_claims_rest_len(&[1, 2]), None);
+    /// ```
+    pub fn fixed_claims_rest_len(bytes: &[u8]) -> Option<usize> {
+        crate::claims::ClaimsHead::take_from(bytes)
+            .ok()
+            .map(|(_, rest)| rest.len())
+    }
+
     #[cfg(feature = "axum")]
     use crate::{Fingerprint, Rejection, SessionEngine, ValidSession, layer::SessionData};
 

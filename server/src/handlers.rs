@@ -232,7 +232,8 @@ async fn login(
 /// user id can need escaping; the times, the hex id, the role and the keys are fixed ASCII, so
 /// they are copied rather than run through serde_json's escaper (which cost more than opening
 /// the cookie). A test checks the result against serde_json's own encoding of the same fields.
-fn me_json(c: &sealed_sessions::Claims<UserData>, idle_expires_at: UnixMillis) -> Vec<u8> {
+#[doc(hidden)] // pub for `bench/examples/hand_paths.rs` only
+pub fn me_json(c: &sealed_sessions::Claims<UserData>, idle_expires_at: UnixMillis) -> Vec<u8> {
     let mut out = Vec::with_capacity(288);
     let time = |out: &mut Vec<u8>, key: &[u8], t: UnixMillis| {
         out.extend_from_slice(key);
