@@ -2,7 +2,7 @@
 //! or made up for the demo ([`super::demo`]), changeable at run time (password changes).
 //!
 //! A store loaded from a users file keeps to it: a password change is written back into the
-//! file first ([`super::write_back`]), and a file changed by another node sharing it is read
+//! file first (the private `auth::write_back` module), and a file changed by another node sharing it is read
 //! again at the next login ([`UserStore::refresh`]).
 
 use std::collections::HashMap;
@@ -127,7 +127,7 @@ impl UserStore {
     }
 
     /// Parses users-file text; `origin` names the file in errors. Warns about hashes whose
-    /// argon2 parameters differ from [`hash_password`]'s (see [`timing_outlier`]).
+    /// argon2 parameters differ from [`hash_password`](super::password::hash_password)'s (see [`timing_outlier`]).
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<UserStore> {
         let users = parse_users_file(text, origin)?
             .into_iter()
@@ -166,9 +166,9 @@ impl UserStore {
         self.users.read().is_empty()
     }
 
-    /// Replaces a user's password hash (already checked, e.g. from [`hash_password`]), in the
-    /// users file first when there is one (blocking I/O), then here. Returns `false` if there is
-    /// no such user.
+    /// Replaces a user's password hash (already checked, e.g. from
+    /// [`hash_password`](super::password::hash_password)), in the users file first when there is
+    /// one (blocking I/O), then here. Returns `false` if there is no such user.
     ///
     /// # Errors
     /// An unusable hash, or a users file that could not be rewritten (nothing changed then).
