@@ -23,7 +23,7 @@ use super::config::{LogFormat, ServeConfig};
 use super::keys_bootstrap::EnvKeys;
 use super::routes::build_router;
 use super::state::{AppState, BodyLimits};
-use super::{ServerOptions, keys_bootstrap, run_with};
+use super::{ServerOptions, keys_bootstrap, report, run_with};
 
 /// Runs the server until SIGTERM or Ctrl-C. `env_keys` is `SEALED_SESSIONS_KEYS`, already taken
 /// out of the environment by `main`.
@@ -181,7 +181,7 @@ fn init_logging(format: LogFormat) -> anyhow::Result<()> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {}", report::chain(&*e)))
 }
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed now, not when
@@ -205,7 +205,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             match tokio::signal::ctrl_c().await {
                 Ok(()) => info!("Ctrl-C received"),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for Ctrl-C; stop the process another way");
+                    tracing::error!(error = %report::chain(&e), "cannot listen for Ctrl-C; stop the process another way");
                     std::future::pending::<()>().await;
                 }
             }

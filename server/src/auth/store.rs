@@ -17,6 +17,7 @@ use super::Role;
 use super::password::{ARGON2_M_KIB, ARGON2_P, ARGON2_T, timing_outlier};
 use super::users_file::{check_password_hash, parse_users_file};
 use super::write_back::rewrite_hash;
+use crate::report;
 
 /// One account.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,7 +122,7 @@ impl UserStore {
                 *self.users.write() = users;
             }
             Err(e) => {
-                tracing::warn!(file = %origin, error = %format!("{e:#}"), "users file changed but does not load; keeping the accounts held");
+                tracing::warn!(file = %origin, error = %report::chain(e.as_ref()), "users file changed but does not load; keeping the accounts held");
             }
         }
     }
