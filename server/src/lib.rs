@@ -8,6 +8,8 @@
 //! - `inspect`: the `inspect` command: a cookie's claims, or why it does not open.
 //! - `revoke`: the `revoke` command: logout everywhere or one session, through Redis.
 //! - `keys_bootstrap`: the key ring from the environment or the key directory.
+//! - `key_files`: writing the key directory (new key files, `PRIMARY`) for `keygen` and
+//!   `keys_bootstrap`.
 //! - `auth`: who may log in: the users file and its format (fuzzed), the store, demo users,
 //!   argon2id hashing and the password rules, the bounded verifier, the login throttle.
 //! - `state`: the application state every handler shares, and `UserData`, what a session
@@ -33,6 +35,7 @@ pub mod body_limit;
 pub mod config;
 pub mod handlers;
 pub mod inspect;
+pub mod key_files;
 pub mod keys_bootstrap;
 pub mod prometheus;
 pub mod report;
