@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use sealed_sessions::keys::{self, KeyFileInfo, LoadOptions};
 
 use super::config::KeyDirFlags;
-use super::keys_bootstrap;
+use super::{key_files, keys_bootstrap};
 use sealed_sessions::{Key, KeyId, KeyRing};
 use zeroize::Zeroizing;
 
@@ -89,13 +89,13 @@ pub fn keygen_command(args: KeygenArgs) -> anyhow::Result<()> {
     if !args.primary
         && let Some(sole) = sole_key_without_primary(&args.dir)
     {
-        keys::write_primary_file(&args.dir, &sole)?;
+        key_files::write_primary_file(&args.dir, &sole)?;
         println!(
             "wrote {}: {sole} stays primary",
             args.dir.join(keys::PRIMARY_FILE).display()
         );
     }
-    keys::write_key_file(&args.dir, &id, &key, args.primary)?;
+    key_files::write_key_file(&args.dir, &id, &key, args.primary)?;
     let path = args.dir.join(format!("{id}{}", keys::KEY_FILE_EXT));
     let alone = keys::list_dir(&args.dir).is_ok_and(|l| l.len() == 1);
     if args.primary {

@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 use super::auth::password::{MAX_PASSWORD_BYTES as MAX_PASSWORD, check_new_password};
 use super::auth::{Role, VerifyError};
+use super::report;
 use super::state::{AppState, UserData};
 
 /// Longest username accepted (bytes).
@@ -423,7 +424,7 @@ async fn change_password(
             .into());
         }
         Err(PasswordChangeFailed::Store(StoreFailure::Failed(e))) => {
-            tracing::error!(user = %user, error = %format!("{e:#}"), "could not store a new password");
+            tracing::error!(user = %user, error = %report::chain(e.as_ref()), "could not store a new password");
             return Err(HttpError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL",

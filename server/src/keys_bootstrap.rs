@@ -16,6 +16,8 @@ use sealed_sessions::{Key, KeyId, KeyRing};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
+use super::key_files;
+
 /// Where the ring came from, for the startup log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -114,7 +116,7 @@ pub fn load_with(
         }
         let id = KeyId::generate();
         let key = Key::generate().context("generating a session key")?;
-        keys::write_key_file(dir, &id, &key, true)
+        key_files::write_key_file(dir, &id, &key, true)
             .with_context(|| format!("writing a generated key to {}", dir.display()))?;
         warn!(
             key_id = %id,

@@ -8,6 +8,8 @@
 //! - `inspect`: the `inspect` command: a cookie's claims, or why it does not open.
 //! - `revoke`: the `revoke` command: logout everywhere or one session, through Redis.
 //! - `keys_bootstrap`: the key ring from the environment or the key directory.
+//! - `key_files`: writing the key directory (new key files, `PRIMARY`) for `keygen` and
+//!   `keys_bootstrap`.
 //! - `auth`: who may log in: the users file and its format (fuzzed), the store, demo users,
 //!   argon2id hashing and the password rules, the bounded verifier, the login throttle.
 //! - `state`: the application state every handler shares, and `UserData`, what a session
@@ -18,10 +20,12 @@
 //!   the JSON fallbacks, under the session layer and the body limit.
 //! - `body_limit`: the request body limit, free for requests without a body.
 //! - `prometheus`: the `/metrics` exporter (the library records through the `metrics` facade).
+//! - `report`: errors in log lines with their causes.
 //! - `page.html`: the browser page served at `/`.
 //!
 //! Imports inside the HTTP part go one way: `routes` → `handlers`, `state`, `body_limit`;
-//! `handlers` → `state`, `auth`; `state` → `auth`, `prometheus`; `body_limit` → none of ours.
+//! `handlers` → `state`, `auth`, `report`; `state` → `auth`, `prometheus`; `body_limit` → none of
+//! ours; `report` → none of ours.
 //!
 //! [`run`] owns the accept loop (rather than `axum::serve`) to set hyper's header read timeout.
 
@@ -31,8 +35,10 @@ pub mod body_limit;
 pub mod config;
 pub mod handlers;
 pub mod inspect;
+pub mod key_files;
 pub mod keys_bootstrap;
 pub mod prometheus;
+pub mod report;
 pub mod revoke;
 pub mod routes;
 pub mod serve;
@@ -135,12 +141,12 @@ where
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) if is_per_connection(&e) => {
-                    debug!(error = %e, "accept failed for one connection");
+                    debug!(error = %report::chain(&e), "accept failed for one connection");
                     continue;
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
-                    error!(error = %e, "accept failed; retrying in 1s");
+                    error!(error = %report::chain(&e), "accept failed; retrying in 1s");
                     tokio::select! {
                         () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                         () = &mut shutdown => break,
@@ -150,7 +156,7 @@ where
             () = &mut shutdown => break,
         };
         if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "set_nodelay failed");
+            debug!(error = %report::chain(&e), "set_nodelay failed");
         }
         let service = app
             .clone()
@@ -164,7 +170,7 @@ where
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 // Clients that disconnect or time out mid-request are routine.
-                debug!(%peer, error = %e, "connection ended with an error");
+                debug!(%peer, error = %report::chain(&e), "connection ended with an error");
             }
         });
     }

@@ -20,6 +20,7 @@ use sealed_sessions::revocation::{RedisRevocations, RevocationBackend};
 use serde::Serialize;
 
 use super::config::{RedisFlags, parse_duration};
+use super::report;
 
 /// How long the command lets the backend replay the stream before writing. The write does not
 /// depend on the replay (Redis computes the new version itself), so this is kept short.
@@ -192,7 +193,9 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<Recorded> {
         ),
         Ok(_) => {}
         // The write below reports an unreachable Redis in its own words.
-        Err(e) => tracing::debug!(error = %e, "could not look for the prefix's keys"),
+        Err(e) => {
+            tracing::debug!(error = %report::chain(e.as_ref()), "could not look for the prefix's keys")
+        }
     }
     config.startup_wait = STARTUP_WAIT;
     config.op_timeout = args.timeout;

@@ -172,18 +172,23 @@ pub(crate) mod tests {
     use crate::state::BodyLimits;
     use axum::body::Body;
     use http::Request;
-    use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing};
-    use sealed_sessions::{LayerOptions, SessionEngine};
+    use sealed_sessions::builder::Sessions;
+    use sealed_sessions::{Key, KeyId, KeyRing};
     use std::sync::Arc;
     use std::time::Duration;
     use tower::ServiceExt as _;
 
-    pub(crate) fn test_state(max_body_bytes: usize) -> AppState {
+    pub(crate) async fn test_state(max_body_bytes: usize) -> AppState {
         let keys = KeyRing::single(KeyId::new("t1").unwrap(), Key::generate().unwrap());
+        let sessions = Sessions::<UserData>::builder()
+            .keys(keys)
+            .max_sessions_per_user(None)
+            .build()
+            .await
+            .unwrap();
         let users = Arc::new(UserStore::default());
         AppState::new(
-            SessionEngine::new(EngineConfig::default(), keys),
-            LayerOptions::default(),
+            sessions,
             PasswordVerifier::new(users, 1),
             LoginThrottle::new(ThrottleConfig::default()),
             BodyLimits {
@@ -191,9 +196,6 @@ pub(crate) mod tests {
                 read_timeout: Duration::from_secs(10),
             },
             None,
-            Arc::new(sealed_sessions::session_index::MemorySessionIndex::new(
-                None,
-            )),
         )
         .unwrap()
     }
@@ -207,7 +209,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn healthz_reports_the_memory_backend_in_sync() {
-        let app = build_router(test_state(1024));
+        let app = build_router(test_state(1024).await);
         let resp = app
             .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
             .await
@@ -222,7 +224,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn page_is_served_with_a_csp_that_allows_exactly_its_inline_script() {
-        let app = build_router(test_state(1024));
+        let app = build_router(test_state(1024).await);
         let resp = app
             .oneshot(Request::get("/").body(Body::empty()).unwrap())
             .await
@@ -263,7 +265,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn routes_without_a_session_clear_a_dead_cookie_and_set_nothing_otherwise() {
-        let state = test_state(1024);
+        let state = test_state(1024).await;
         let name = state.engine.config().cookie().name().to_owned();
         let app = build_router(state);
         // No cookie: the session layer adds nothing.
@@ -295,7 +297,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn wrong_method_answers_json_405_with_the_allowed_methods() {
-        let app = build_router(test_state(1024));
+        let app = build_router(test_state(1024).await);
         for (method, path, allow) in [("GET", "/login", "POST"), ("POST", "/me", "GET,HEAD")] {
             let resp = app
                 .clone()
@@ -322,7 +324,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn undecodable_path_segment_answers_json_400() {
-        let state = test_state(1024);
+        let state = test_state(1024).await;
         let name = state.engine.config().cookie().name().to_owned();
         let issued = state
             .engine
@@ -354,7 +356,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn unknown_route_answers_json_not_found() {
-        let app = build_router(test_state(1024));
+        let app = build_router(test_state(1024).await);
         let resp = app
             .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
             .await
@@ -366,7 +368,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
-        let state = test_state(16);
+        let state = test_state(16).await;
         let app = finish(
             routes(&state).route(
                 "/echo",

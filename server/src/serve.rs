@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sealed_sessions::clock::SystemClock;
-use sealed_sessions::revocation::{RedisRevocations, RevocationBackend};
-use sealed_sessions::session_index::{MemorySessionIndex, RedisSessionIndex, SessionIndex};
-use sealed_sessions::{LayerOptions, MemoryRevocations, SessionEngine, TrustedProxies};
+use sealed_sessions::builder::Sessions;
+use sealed_sessions::{LayerOptions, TrustedProxies};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -22,8 +20,8 @@ use super::auth::{PasswordVerifier, UserStore};
 use super::config::{LogFormat, ServeConfig};
 use super::keys_bootstrap::EnvKeys;
 use super::routes::build_router;
-use super::state::{AppState, BodyLimits};
-use super::{ServerOptions, keys_bootstrap, run_with};
+use super::state::{AppState, BodyLimits, UserData};
+use super::{ServerOptions, keys_bootstrap, report, run_with};
 
 /// Runs the server until SIGTERM or Ctrl-C. `env_keys` is `SEALED_SESSIONS_KEYS`, already taken
 /// out of the environment by `main`.
@@ -64,46 +62,35 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
             &key_options,
         )?;
         let users = load_users(&config).await?;
-        let limit = Some(config.max_sessions_per_user);
-        // The same prefix and tag as the revocation backend (RedisConfig's default tag): the
-        // index publishes its evictions on that backend's events stream.
+        // The same prefix for the revocation list and the session index (the builder gives
+        // both one configuration): the index publishes its evictions on the list's stream.
         let redis = config
             .redis
-            .config(config.absolute_timeout)?
+            .config(engine_config.absolute_timeout())?
             .map(|rc| rc.with_prefix(config.redis_prefix.clone()));
-        let index: Arc<dyn SessionIndex> = match &redis {
-            Some(rc) => Arc::new(
-                RedisSessionIndex::for_config(rc, limit)?,
-            ),
-            None => Arc::new(MemorySessionIndex::new(limit)),
-        };
-        let revocations: Arc<dyn RevocationBackend> = match redis {
-            Some(rc) => {
-                let url = rc.target.clone();
-                let backend = RedisRevocations::connect(rc).await?;
-                if backend.ready() {
-                    info!(redis = %url, "revocation list synced from Redis");
-                } else {
-                    let phase = backend.phase();
-                    warn!(redis = %url, "revocation list not loaded yet ({phase}): session routes answer 503 REVOCATION_STALE until the first replay is done");
-                }
-                Arc::new(backend)
+        let redis_target = redis.as_ref().map(|rc| rc.target.clone());
+        let mut builder = Sessions::<UserData>::builder()
+            .config(engine_config)
+            .keys(keys)
+            .max_sessions_per_user(Some(config.max_sessions_per_user))
+            .layer_options(LayerOptions {
+                trusted_proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
+                ..LayerOptions::default()
+            });
+        if let Some(rc) = redis {
+            builder = builder.redis_config(rc);
+        }
+        let sessions = builder.build().await?;
+        if let Some(target) = redis_target {
+            if sessions.engine().revocations().ready() {
+                info!(redis = %target, "revocation list synced from Redis");
+            } else {
+                // The sync task's own lines say what it waits for (unreachable, replaying…).
+                warn!(redis = %target, "revocation list not loaded yet: session routes answer 503 REVOCATION_STALE until the first replay is done");
             }
-            None => Arc::new(MemoryRevocations::new()),
-        };
-        let engine = SessionEngine::with_parts(
-            engine_config,
-            keys,
-            revocations,
-            Arc::new(SystemClock),
-        );
-        let options = LayerOptions {
-            trusted_proxies: TrustedProxies::new(config.trusted_proxies.0.clone()),
-            ..LayerOptions::default()
-        };
+        }
         let state = AppState::new(
-            engine,
-            options,
+            sessions,
             PasswordVerifier::new(Arc::new(users), config.login_concurrency),
             LoginThrottle::new(ThrottleConfig::default()),
             BodyLimits {
@@ -111,7 +98,6 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
                 read_timeout: config.body_read_timeout,
             },
             config.max_staleness,
-            index,
         )?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -181,7 +167,7 @@ fn init_logging(format: LogFormat) -> anyhow::Result<()> {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {}", report::chain(&*e)))
 }
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C). The handlers are installed now, not when
@@ -205,7 +191,7 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
             match tokio::signal::ctrl_c().await {
                 Ok(()) => info!("Ctrl-C received"),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for Ctrl-C; stop the process another way");
+                    tracing::error!(error = %report::chain(&e), "cannot listen for Ctrl-C; stop the process another way");
                     std::future::pending::<()>().await;
                 }
             }

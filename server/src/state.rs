@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealed_sessions::session_index::SessionIndex;
-use sealed_sessions::{LayerOptions, SessionEngine, SessionLayer};
+use sealed_sessions::builder::Sessions;
+use sealed_sessions::{SessionEngine, SessionLayer};
 use serde::{Deserialize, Serialize};
 
 use super::auth::throttle::LoginThrottle;
@@ -64,27 +64,23 @@ pub struct BodyLimits {
 }
 
 impl AppState {
-    /// State over `engine` with a layer built from `options`, keeping `index` (each user's
-    /// live sessions: listing, concurrent-session limit) current.
-    #[allow(clippy::too_many_arguments)]
+    /// State over the engine and the layer of `sessions` (built with
+    /// [`Sessions::builder`], which attaches the session index to the layer).
     ///
     /// # Errors
     /// None today.
     pub fn new(
-        engine: SessionEngine<UserData>,
-        options: LayerOptions,
+        sessions: Sessions<UserData>,
         verifier: PasswordVerifier,
         throttle: LoginThrottle,
         body: BodyLimits,
         max_staleness: Option<Duration>,
-        index: Arc<dyn SessionIndex>,
     ) -> anyhow::Result<AppState> {
         // The recorder is installed before the first request is counted.
         prometheus::handle();
-        let layer = SessionLayer::new(engine.clone(), options).with_index(index);
         Ok(AppState(Arc::new(AppStateInner {
-            engine,
-            layer,
+            engine: sessions.engine().clone(),
+            layer: sessions.layer(),
             verifier,
             throttle,
             max_body_bytes: body.max_bytes,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sealed_sessions::keys::{self, KEY_FILE_EXT};
 use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, SessionEngine};
+use sealed_sessions_server::key_files;
 use support::bin::{cmd, run, run_with_stdin, text};
 use support::http::{eventually, http, login, me, value};
 use support::server::Server;
@@ -176,7 +177,7 @@ fn inspect_says_why_a_token_does_not_open_and_exits_nonzero() {
 
     // Another deployment's key directory: the id is unknown, and the ring's ids are listed.
     let other = tmp.path().join("other");
-    keys::write_key_file(
+    key_files::write_key_file(
         &other,
         &KeyId::new("k9").unwrap(),
         &Key::generate().unwrap(),

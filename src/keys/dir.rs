@@ -1,8 +1,9 @@
-//! The key directory: loading it into a [`KeyRing`], and listing and writing it for an
-//! operator's CLI. The format is described in the `keys` module's docs.
+//! The key directory: loading it into a [`KeyRing`], and listing it for an operator's CLI. The
+//! format is described in the `keys` module's docs. Writing key files is left to the
+//! application (the reference server's `keygen`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -267,138 +268,6 @@ pub fn list_dir(dir: &Path) -> Result<Vec<KeyFileInfo>, KeyError> {
             path,
         })
         .collect())
-}
-
-/// Writes a new key file `<dir>/<id>.key` with mode 0600, creating `dir`
-/// (mode 0700) if missing. Refuses to overwrite an existing key file.
-///
-/// If `make_primary`, then also replaces `<dir>/PRIMARY` with `id` + "\n"
-/// atomically (temporary file + rename), after the key file is complete, so
-/// `PRIMARY` never names a key that is not there.
-pub fn write_key_file(
-    dir: &Path,
-    id: &KeyId,
-    key: &Key,
-    make_primary: bool,
-) -> Result<(), KeyError> {
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| KeyError::WriteFile { path, source }
-    };
-    create_private_dir(dir).map_err(write_err(dir))?;
-
-    let path = dir.join(format!("{id}{KEY_FILE_EXT}"));
-    let mut file = match open_new(&path, 0o600) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(KeyError::KeyFileExists { path });
-        }
-        Err(e) => return Err(write_err(&path)(e)),
-    };
-    let mut text = key.to_base64();
-    text.push('\n');
-    if let Err(e) = write_all_synced(&mut file, text.as_bytes()) {
-        // Remove the partial file so a retry is not refused as "exists".
-        let _ = fs::remove_file(&path);
-        return Err(write_err(&path)(e));
-    }
-
-    if make_primary {
-        write_primary(dir, id)?;
-    }
-    Ok(())
-}
-
-/// Makes `id` the primary of the key directory `dir`: replaces `<dir>/PRIMARY` with `id` + "\n"
-/// atomically (temporary file + rename).
-///
-/// Refuses, with [`KeyError::PrimaryMissing`], an id that has no `<id>.key` in `dir`, so
-/// `PRIMARY` never names a key that is not there.
-pub fn write_primary_file(dir: &Path, id: &KeyId) -> Result<(), KeyError> {
-    let key_path = dir.join(format!("{id}{KEY_FILE_EXT}"));
-    match fs::metadata(&key_path) {
-        Ok(m) if m.is_file() => write_primary(dir, id),
-        Ok(_) => Err(KeyError::PrimaryMissing {
-            path: dir.join(PRIMARY_FILE),
-            id: id.clone(),
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(KeyError::PrimaryMissing {
-            path: dir.join(PRIMARY_FILE),
-            id: id.clone(),
-        }),
-        Err(source) => Err(KeyError::ReadFile {
-            path: key_path,
-            source,
-        }),
-    }
-}
-
-/// Replaces `<dir>/PRIMARY` atomically.
-fn write_primary(dir: &Path, id: &KeyId) -> Result<(), KeyError> {
-    let final_path = dir.join(PRIMARY_FILE);
-    // Hidden and without `.key`, so a crash leaves a file loaders ignore.
-    let tmp = dir.join(format!(".{PRIMARY_FILE}.tmp-{}", std::process::id()));
-    let result = open_new(&tmp, 0o644)
-        .and_then(|mut f| write_all_synced(&mut f, format!("{id}\n").as_bytes()))
-        .and_then(|()| fs::rename(&tmp, &final_path));
-    if let Err(source) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(KeyError::WriteFile {
-            path: final_path,
-            source,
-        });
-    }
-    sync_dir(dir).map_err(|source| KeyError::WriteFile {
-        path: dir.to_path_buf(),
-        source,
-    })
-}
-
-/// Creates a file that must not exist yet, with exactly `mode` on unix.
-fn open_new(path: &Path, mode: u32) -> io::Result<File> {
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        opts.mode(mode);
-        let file = opts.open(path)?;
-        // The umask may have cleared bits from `mode`; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        Ok(file)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = mode;
-        opts.open(path)
-    }
-}
-
-fn write_all_synced(file: &mut File, bytes: &[u8]) -> io::Result<()> {
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Makes a rename in `dir` durable.
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]
@@ -694,58 +563,6 @@ mod tests {
                 "{err:?}"
             );
         }
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn write_key_file_creates_0600_files_refuses_overwrite_and_writes_primary() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let base = TempDir::new().unwrap();
-        let dir = base.path().join("keys");
-        let (k1, k2) = (test_key(1), test_key(2));
-
-        write_key_file(&dir, &id("k1"), &k1, false).unwrap();
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode(&dir), 0o700);
-        assert_eq!(mode(&dir.join("k1.key")), 0o600);
-        assert!(!dir.join("PRIMARY").exists());
-
-        let err = write_key_file(&dir, &id("k1"), &k2, true).unwrap_err();
-        assert!(matches!(err, KeyError::KeyFileExists { .. }), "{err:?}");
-        // The refused write changed nothing.
-        assert!(!dir.join("PRIMARY").exists());
-        let ring = load(&dir).unwrap();
-        assert_eq!(ring.get(b"k1").unwrap().expose_secret(), k1.expose_secret());
-
-        write_key_file(&dir, &id("k2"), &k2, true).unwrap();
-        assert_eq!(mode(&dir.join("k2.key")), 0o600);
-        assert_eq!(fs::read_to_string(dir.join("PRIMARY")).unwrap(), "k2\n");
-        let ring = load(&dir).unwrap();
-        assert_eq!(ids_of(&ring), ["k2", "k1"]);
-        assert_eq!(ring.primary().1.expose_secret(), k2.expose_secret());
-
-        // No temporary files left behind.
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["PRIMARY", "k1.key", "k2.key"]);
-    }
-
-    #[test]
-    fn write_primary_file_switches_the_primary_and_refuses_a_missing_key() {
-        let dir = TempDir::new().unwrap();
-        put_key(dir.path(), "k1.key", &test_key(1));
-        put_key(dir.path(), "k2.key", &test_key(2));
-        assert!(matches!(load(dir.path()), Err(KeyError::NoPrimary { .. })));
-        write_primary_file(dir.path(), &id("k2")).unwrap();
-        assert_eq!(load(dir.path()).unwrap().primary_id().as_str(), "k2");
-        write_primary_file(dir.path(), &id("k1")).unwrap();
-        assert_eq!(load(dir.path()).unwrap().primary_id().as_str(), "k1");
-        let err = write_primary_file(dir.path(), &id("k9")).unwrap_err();
-        assert!(matches!(err, KeyError::PrimaryMissing { .. }), "{err:?}");
-        assert_eq!(load(dir.path()).unwrap().primary_id().as_str(), "k1");
     }
 
     #[test]

@@ -53,7 +53,7 @@
 //! (e.g. "decodes to 31 bytes, expected 32") without quoting the content.
 
 // The parts: this file holds the types (KeyError, KeyId, Key, KeyRing); `dir.rs` the key
-// directory (loading, listing, writing); `env.rs` the environment variable.
+// directory (loading, listing); `env.rs` the environment variable.
 
 use std::fmt;
 use std::io;
@@ -70,10 +70,7 @@ use crate::rng::{self, RandomError};
 mod dir;
 mod env;
 
-pub use dir::{
-    KEY_FILE_EXT, KeyFileInfo, LoadOptions, PRIMARY_FILE, list_dir, write_key_file,
-    write_primary_file,
-};
+pub use dir::{KEY_FILE_EXT, KeyFileInfo, LoadOptions, PRIMARY_FILE, list_dir};
 pub use env::ENV_VAR;
 
 /// Length of a key in bytes.
@@ -82,7 +79,7 @@ pub const KEY_LEN: usize = 32;
 /// Maximum length of a [`KeyId`] in bytes.
 pub const MAX_ID_LEN: usize = 16;
 
-/// Errors from parsing, loading and writing keys.
+/// Errors from parsing and loading keys.
 ///
 /// No variant ever carries key bytes or base64 key text. `Debug` shows the message and its
 /// causes, so a `main` that returns this with `?` prints the fix (`chmod 600 …`).
@@ -230,23 +227,6 @@ pub enum KeyError {
     EnvNotUnicode {
         /// The variable's name.
         var: String,
-    },
-
-    /// [`write_key_file`] refused to overwrite an existing key file.
-    #[error("key file {path} already exists; refusing to overwrite it")]
-    KeyFileExists {
-        /// The existing file.
-        path: PathBuf,
-    },
-
-    /// Creating the key directory or writing a file in it failed.
-    #[error("cannot write {path}")]
-    WriteFile {
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: io::Error,
     },
 }
 

@@ -2,7 +2,7 @@
 //! or made up for the demo ([`super::demo`]), changeable at run time (password changes).
 //!
 //! A store loaded from a users file keeps to it: a password change is written back into the
-//! file first ([`super::write_back`]), and a file changed by another node sharing it is read
+//! file first (the private `auth::write_back` module), and a file changed by another node sharing it is read
 //! again at the next login ([`UserStore::refresh`]).
 
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ use super::Role;
 use super::password::{ARGON2_M_KIB, ARGON2_P, ARGON2_T, timing_outlier};
 use super::users_file::{check_password_hash, parse_users_file};
 use super::write_back::rewrite_hash;
+use crate::report;
 
 /// One account.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,13 +122,13 @@ impl UserStore {
                 *self.users.write() = users;
             }
             Err(e) => {
-                tracing::warn!(file = %origin, error = %format!("{e:#}"), "users file changed but does not load; keeping the accounts held");
+                tracing::warn!(file = %origin, error = %report::chain(e.as_ref()), "users file changed but does not load; keeping the accounts held");
             }
         }
     }
 
     /// Parses users-file text; `origin` names the file in errors. Warns about hashes whose
-    /// argon2 parameters differ from [`hash_password`]'s (see [`timing_outlier`]).
+    /// argon2 parameters differ from [`hash_password`](super::password::hash_password)'s (see [`timing_outlier`]).
     pub fn parse(text: &str, origin: &str) -> anyhow::Result<UserStore> {
         let users = parse_users_file(text, origin)?
             .into_iter()
@@ -166,9 +167,9 @@ impl UserStore {
         self.users.read().is_empty()
     }
 
-    /// Replaces a user's password hash (already checked, e.g. from [`hash_password`]), in the
-    /// users file first when there is one (blocking I/O), then here. Returns `false` if there is
-    /// no such user.
+    /// Replaces a user's password hash (already checked, e.g. from
+    /// [`hash_password`](super::password::hash_password)), in the users file first when there is
+    /// one (blocking I/O), then here. Returns `false` if there is no such user.
     ///
     /// # Errors
     /// An unusable hash, or a users file that could not be rewritten (nothing changed then).
