@@ -2,9 +2,10 @@
 //! code, anonymous (guest) sessions and their upgrade at login, and the wiring errors.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -19,38 +20,10 @@ use sealed_sessions::{
     SessionLayer, Sessions,
 };
 use serde_json::{Value, json};
+use support::log_capture::{self, captured};
 use tower::ServiceExt;
 
 type Cart = Vec<String>;
-
-// ---------------------------------------------------------------- log capture
-
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer_buf = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || Capture(writer_buf.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 // ---------------------------------------------------------------- the app
 
@@ -172,7 +145,7 @@ struct App {
 }
 
 async fn app(limit: Option<usize>) -> App {
-    logs();
+    log_capture::install();
     let clock = ManualClock::new(SystemClock.now());
     let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
     let sessions = Sessions::<Cart>::builder()
@@ -296,6 +269,21 @@ impl App {
     }
 }
 
+/// Sends `GET path` through `router` with `token` in the production session cookie; the status
+/// and the JSON body.
+async fn get_with_cookie(router: Router, path: &str, token: &str) -> (StatusCode, Value) {
+    let req = Request::get(path)
+        .header("cookie", format!("__Host-session={token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = router.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
 // ---------------------------------------------------------------- the index, with no handler code
 
 #[tokio::test]
@@ -399,16 +387,8 @@ async fn listing_without_an_index_is_a_wiring_error() {
     let engine: SessionEngine<Cart> = SessionEngine::new(EngineConfig::default(), keys);
     let issued = engine.issue("gus", vec![], None).await.unwrap();
     let router = router(SessionLayer::new(engine, LayerOptions::default()));
-    let req = Request::get("/sessions")
-        .header("cookie", format!("__Host-session={}", issued.token))
-        .body(Body::empty())
-        .unwrap();
-    let resp = router.oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_slice(&body).unwrap();
+    let (status, v) = get_with_cookie(router, "/sessions", &issued.token).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(v["code"], "SESSION_INDEX_MISSING");
 }
 
@@ -526,23 +506,15 @@ async fn anonymous_sessions_ignore_user_versions_and_cannot_log_out_everyone() {
 
 #[tokio::test]
 async fn a_layer_of_another_data_type_answers_500_naming_both_types() {
-    logs();
+    log_capture::install();
     let keys = KeyRing::single(KeyId::new("k1").unwrap(), Key::generate().unwrap());
     let engine: SessionEngine<()> = SessionEngine::new(EngineConfig::default(), keys);
     let issued = engine.issue("ivy", (), None).await.unwrap();
     let router = Router::new()
         .route("/me", get(me))
         .layer(SessionLayer::new(engine, LayerOptions::default()));
-    let req = Request::get("/me")
-        .header("cookie", format!("__Host-session={}", issued.token))
-        .body(Body::empty())
-        .unwrap();
-    let resp = router.oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let v: Value = serde_json::from_slice(&body).unwrap();
+    let (status, v) = get_with_cookie(router, "/me", &issued.token).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(v["code"], "SESSION_TYPE_MISMATCH");
     let message = v["error"].as_str().unwrap();
     let asked = std::any::type_name::<Cart>();
@@ -552,7 +524,7 @@ async fn a_layer_of_another_data_type_answers_500_naming_both_types() {
         !message.contains(&issued.token),
         "no secrets in the message"
     );
-    let logged = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    let logged = captured();
     assert!(
         logged
             .lines()

@@ -2,9 +2,10 @@
 //! client that handles cookies by hand, so every Set-Cookie is seen as sent.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::Write;
+mod support;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,43 +22,10 @@ use sealed_sessions::{
     SessionEngine, SessionLayer,
 };
 use serde_json::{Value, json};
+use support::log_capture::{self, captured};
 use tower::ServiceExt;
 
 type Data = String;
-
-// ---------------------------------------------------------------- log capture
-
-/// Everything logged by this test binary (tests run in parallel: each looks for its own users).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer_buf = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || Capture(writer_buf.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        buf
-    })
-}
-
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn captured() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
-}
 
 // ---------------------------------------------------------------- the app
 
@@ -231,7 +199,7 @@ struct Server {
 }
 
 async fn start(cookie: CookieSettings, mode: FingerprintMode) -> Server {
-    logs();
+    log_capture::install();
     local_metrics();
     let clock = ManualClock::new(SystemClock.now());
     let cookie_name = cookie.name().to_string();
@@ -746,25 +714,20 @@ async fn malformed_oversized_and_duplicated_cookies_never_cause_a_5xx() {
     // Only the first 8 values are tried: a real cookie behind 8 junk ones is not reached.
     let mut many = vec![format!("{n}=junk"); 8];
     many.push(format!("{n}={token}"));
-    let r = s
-        .send(
+    let me_with = |cookies: &[String]| {
+        s.send(
             s.http
                 .get(format!("{}/me", s.base))
-                .header("cookie", many.join("; ")),
+                .header("cookie", cookies.join("; ")),
         )
-        .await;
+    };
+    let r = me_with(&many).await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNAUTHORIZED, "INVALID".into())
     );
     many.remove(0);
-    let r = s
-        .send(
-            s.http
-                .get(format!("{}/me", s.base))
-                .header("cookie", many.join("; ")),
-        )
-        .await;
+    let r = me_with(&many).await;
     assert_eq!(r.status, StatusCode::OK);
     // The real session still works.
     assert_eq!(s.get("/me", &token).await.status, StatusCode::OK);
@@ -831,10 +794,7 @@ async fn optional_session_is_none_for_a_bad_cookie_which_is_then_cleared() {
 #[tokio::test]
 async fn ua_mode_rejects_a_browser_family_change_but_not_a_version_bump() {
     let s = start(CookieSettings::production(), FingerprintMode::Ua).await;
-    let token = s
-        .login("fp-leo", None, CHROME_120)
-        .await
-        .token(&s.cookie_name);
+    let token = s.session_for("fp-leo").await;
     assert_eq!(
         s.get_as("/me", &token, CHROME_121).await.status,
         StatusCode::OK
@@ -854,8 +814,7 @@ async fn ua_mode_rejects_a_browser_family_change_but_not_a_version_bump() {
 #[tokio::test]
 async fn log_mode_accepts_changes_and_reports_a_burst_as_an_anomaly() {
     let s = start(CookieSettings::production(), FingerprintMode::Log).await;
-    let login = s.login("fp-mia", None, CHROME_120).await;
-    let token = login.token(&s.cookie_name);
+    let token = s.session_for("fp-mia").await;
     for _ in 0..5 {
         let r = s.get_as("/me", &token, FIREFOX).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -880,8 +839,7 @@ async fn log_mode_accepts_changes_and_reports_a_burst_as_an_anomaly() {
 #[tokio::test]
 async fn log_mode_adopts_a_changed_fingerprint_so_one_change_is_reported_once() {
     let s = start(CookieSettings::production(), FingerprintMode::Log).await;
-    let login = s.login("fp-ola", None, CHROME_120).await;
-    let token = login.token(&s.cookie_name);
+    let token = s.session_for("fp-ola").await;
     // The first request from the other browser is reported, and its response re-issues the
     // cookie with the new fingerprint at once (no renew-after wait).
     let r = s.get_as("/me", &token, FIREFOX).await;
@@ -948,7 +906,7 @@ async fn metrics_route_renders_prometheus_text() {
 
 #[tokio::test]
 async fn layer_and_extractors_work_through_oneshot_without_connect_info() {
-    logs();
+    log_capture::install();
     let clock = ManualClock::new(SystemClock.now());
     let layer = SessionLayer::new(
         engine(CookieSettings::production(), FingerprintMode::Off, &clock),

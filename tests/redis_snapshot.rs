@@ -6,48 +6,21 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sealed_sessions::SessionId;
 use sealed_sessions::revocation::{RedisConfig, RedisRevocations, RevocationBackend};
+use support::log_capture::{self, captured};
 use support::redis::{RedisServer, eventually, is_revoked, logout, now};
 
 const PREFIX: &str = "snap";
 const EVENTS: &str = "snap{ss}:events";
 const HEADER: &str = "snap{ss}:snapshot";
 
-/// Everything the library logs, for the tests that check a line was logged.
-fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        struct Sink;
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                logs().lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let _ = tracing_subscriber::fmt()
-            .with_writer(|| Sink)
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .try_init();
-        Mutex::new(Vec::new())
-    })
-}
-
-fn logged() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
-}
-
 /// A node writing a snapshot once `every` events arrived since the last (0: never).
 async fn node(redis: &RedisServer, every: u64) -> RedisRevocations {
-    logs();
+    log_capture::install();
     let mut c = RedisConfig::new(redis.url(), Duration::from_secs(86_400)).with_prefix(PREFIX);
     c.block = Duration::from_millis(200);
     c.op_timeout = Duration::from_millis(500);
@@ -296,7 +269,7 @@ async fn a_corrupt_snapshot_is_rejected_with_a_logged_error_and_the_stream_repla
         }
         assert!(user_revoked(&late, "bob"), "{case}");
     }
-    let logs = logged();
+    let logs = captured();
     assert!(
         logs.contains("ERROR") && logs.contains("revocation snapshot rejected"),
         "{logs}"

@@ -187,11 +187,7 @@ async fn a_node_started_after_redis_came_back_empty_enforces_earlier_revocations
         return;
     };
     let a = node(&redis.url()).await;
-    let s = a.engine.issue("alice", String::new(), None).await.unwrap();
-    let u = a.engine.issue("bob", String::new(), None).await.unwrap();
-    a.engine.logout(&s.session).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2)).await;
-    a.engine.logout_everywhere("bob").await.unwrap();
+    let (s, u) = two_revocations(&a).await;
 
     redis.restart_empty();
     // A notices the lost epoch and re-publishes what it holds.
@@ -204,15 +200,7 @@ async fn a_node_started_after_redis_came_back_empty_enforces_earlier_revocations
             .unwrap_or(false)
     })
     .await;
-    let late = node(&redis.url()).await;
-    eventually("late node rejects the logged-out session", || {
-        revoked(&late, &s.token)
-    })
-    .await;
-    eventually("late node rejects the bumped user", || {
-        revoked(&late, &u.token)
-    })
-    .await;
+    let late = late_node_rejecting(&redis.url(), Duration::from_secs(5), &s, &u).await;
     // And a login on the late node carries the re-published version.
     let v = late.engine.issue("bob", String::new(), None).await.unwrap();
     assert!(v.session.claims().version > u.session.claims().version);
@@ -247,14 +235,7 @@ async fn redis_trims_expired_events_and_the_local_purge_drops_exactly_the_expire
     };
     let absolute = Duration::from_secs(2);
     let absolute_ms: u64 = 2000;
-    // `MINID ~` removes whole stream nodes only, so entries older than the cut-off may stay in
-    // the first node; nodes of 10 entries (the default is 100) make that bound tight.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("stream-node-max-entries")
-        .arg(10)
-        .query(&mut redis.conn())
-        .unwrap();
+    small_stream_nodes(&redis);
     let a = node_with(&redis.url(), absolute).await;
     // Per round, each logged-out session and when its logout returned (Redis had its event).
     let mut rounds: Vec<Vec<(Issued, u64)>> = Vec::new();
@@ -385,6 +366,18 @@ async fn redis_trims_expired_events_and_the_local_purge_drops_exactly_the_expire
 
 const EVENTS: &str = "test{ss}:events";
 
+/// Stream nodes of 10 entries (the default is 100). `MINID ~` removes whole stream nodes only,
+/// so entries older than the cut-off may stay in the first node; small nodes make it trim close
+/// to its cut-off.
+fn small_stream_nodes(redis: &support::redis::RedisServer) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(10)
+        .query(&mut redis.conn())
+        .unwrap();
+}
+
 /// The events stream's length (0 when the key does not exist).
 fn xlen(redis: &support::redis::RedisServer) -> u64 {
     redis::cmd("XLEN")
@@ -453,6 +446,29 @@ async fn two_nodes_after_two_revocations(url: &str) -> (Node, Node, Issued, Issu
     (a, b, s, u)
 }
 
+/// A node started after a loss, once it rejects `s` (a logged-out session) and `u` (a session
+/// of a user logged out everywhere), each waited for at most `limit`.
+async fn late_node_rejecting(url: &str, limit: Duration, s: &Issued, u: &Issued) -> Node {
+    let late = node(url).await;
+    eventually_within("late node rejects the logged-out session", limit, || {
+        revoked(&late, &s.token)
+    })
+    .await;
+    eventually_within("late node rejects the bumped user", limit, || {
+        revoked(&late, &u.token)
+    })
+    .await;
+    late
+}
+
+/// Waits until every one of `nodes` reports itself synced.
+async fn all_synced(nodes: &[&Node]) {
+    eventually("all synced", || {
+        nodes.iter().all(|n| n.backend.sync_status().synced)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_started_after_the_stream_was_deleted_enforces_earlier_revocations() {
     let Some(redis) = support::redis::start() else {
@@ -469,21 +485,8 @@ async fn a_node_started_after_the_stream_was_deleted_enforces_earlier_revocation
     assert_eq!(deleted, 1);
     eventually("the live entries are re-published", || xlen(&redis) >= 2).await;
 
-    let late = node(&redis.url()).await;
-    eventually("late node rejects the logged-out session", || {
-        revoked(&late, &s.token)
-    })
-    .await;
-    eventually("late node rejects the bumped user", || {
-        revoked(&late, &u.token)
-    })
-    .await;
-    eventually("all synced", || {
-        [&a, &b, &late]
-            .iter()
-            .all(|n| n.backend.sync_status().synced)
-    })
-    .await;
+    let late = late_node_rejecting(&redis.url(), Duration::from_secs(5), &s, &u).await;
+    all_synced(&[&a, &b, &late]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,20 +518,12 @@ async fn a_node_started_after_the_stream_ids_went_backwards_enforces_earlier_rev
     assert_eq!(xlen(&redis), 1);
     eventually("the live entries are re-published", || xlen(&redis) >= 3).await;
 
-    let late = node(&redis.url()).await;
-    for (what, t) in [
-        ("the session in the snapshot", &old),
-        ("the logged-out session", &s),
-        ("the bumped user", &u),
-    ] {
-        eventually(what, || revoked(&late, &t.token)).await;
-    }
-    eventually("all synced", || {
-        [&a, &b, &late]
-            .iter()
-            .all(|n| n.backend.sync_status().synced)
+    let late = late_node_rejecting(&redis.url(), Duration::from_secs(5), &s, &u).await;
+    eventually("late node rejects the session in the snapshot", || {
+        revoked(&late, &old.token)
     })
     .await;
+    all_synced(&[&a, &b, &late]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -559,22 +554,9 @@ async fn a_stream_deleted_and_written_again_between_two_probes_is_a_loss() {
         .unwrap();
     eventually("the live entries are re-published", || xlen(&redis) >= 3).await;
 
-    let late = node(&redis.url()).await;
-    eventually("late node rejects the logged-out session", || {
-        revoked(&late, &s.token)
-    })
-    .await;
-    eventually("late node rejects the bumped user", || {
-        revoked(&late, &u.token)
-    })
-    .await;
+    let late = late_node_rejecting(&redis.url(), Duration::from_secs(5), &s, &u).await;
     assert!(revokes_all(&*late.backend, &[other]), "and the new event");
-    eventually("all synced", || {
-        [&a, &b, &late]
-            .iter()
-            .all(|n| n.backend.sync_status().synced)
-    })
-    .await;
+    all_synced(&[&a, &b, &late]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -820,13 +802,7 @@ async fn a_short_lived_writer_does_not_trim_the_revocations_of_longer_lived_node
     let Some(redis) = support::redis::start() else {
         return;
     };
-    // Small stream nodes, so `MINID ~` trims close to its cut-off.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("stream-node-max-entries")
-        .arg(10)
-        .query(&mut redis.conn())
-        .unwrap();
+    small_stream_nodes(&redis);
     let hour = Duration::from_secs(3600);
     // A server running --absolute-timeout 72h declares it when it connects.
     let _server = node_with(&redis.url(), 72 * hour).await;
@@ -924,19 +900,7 @@ async fn rollback_then_writes_before_the_next_probe(many_writes: bool) {
     let _: () = rollback.query(&mut conn).unwrap();
     // Plenty of probes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let late = node(&redis.url()).await;
-    eventually_within(
-        "late node rejects the logged-out session",
-        Duration::from_secs(3),
-        || revoked(&late, &s.token),
-    )
-    .await;
-    eventually_within(
-        "late node rejects the bumped user",
-        Duration::from_secs(3),
-        || revoked(&late, &u.token),
-    )
-    .await;
+    late_node_rejecting(&redis.url(), Duration::from_secs(3), &s, &u).await;
 }
 
 /// A logout made on node B while node A's stream reader is down (its connection killed; it

@@ -3,128 +3,33 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::ffi::OsStr;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier as _};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sealed-sessions");
-
-/// The binary with none of our environment variables inherited, so the tests see only the flags
-/// they pass.
-fn cmd() -> Command {
-    let mut c = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("SEALED_SESSIONS_") {
-            c.env_remove(name);
-        }
-    }
-    c.env("RUST_LOG", "info");
-    c
-}
-
-/// Kills the child when the test ends, whatever happens.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl ChildGuard {
-    fn wait_timeout(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process still running after {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.0.stderr.take() {
-            e.read_to_string(&mut s).unwrap();
-        }
-        s
-    }
-}
-
-/// Waits (bounded) for a child that must exit on its own, reading its output meanwhile so a
-/// full pipe cannot stall it. A server that wrongly starts is killed by the guard.
-fn finish(mut child: ChildGuard) -> Output {
-    let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                r.read_to_end(&mut buf).unwrap();
-            }
-            buf
-        })
-    };
-    let out = drain(child.0.stdout.take().map(|p| Box::new(p) as _));
-    let err = drain(child.0.stderr.take().map(|p| Box::new(p) as _));
-    let status = child.wait_timeout(Duration::from_secs(60));
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-/// Runs a command that must finish on its own.
-fn run(c: &mut Command) -> Output {
-    finish(ChildGuard(
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ))
-}
+use support::bin::{cmd, keys_list, run, run_with_stdin, text};
+use support::server::{Server, Stopped};
 
 fn hash_password_with_stdin(input: &[u8]) -> Output {
-    let mut child = ChildGuard(
-        cmd()
-            .arg("hash-password")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Dropping stdin closes it, so the child sees end of input.
-    child.0.stdin.take().unwrap().write_all(input).unwrap();
-    finish(child)
+    run_with_stdin(cmd().arg("hash-password"), input)
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// The error output of a command that must have failed.
+fn refused(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", text(&out.stdout));
+    text(&out.stderr)
 }
 
-/// A users file with one user whose password is `pw`.
+/// A users file with one user, carol (admin), whose password is `pw`.
 fn users_file(dir: &Path, pw: &str) -> PathBuf {
-    let out = hash_password_with_stdin(format!("{pw}\n").as_bytes());
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let hash = text(&out.stdout).trim().to_owned();
-    let path = dir.join("users.toml");
-    std::fs::write(
-        &path,
-        format!("[[user]]\nusername = \"carol\"\nrole = \"admin\"\npassword_hash = \"{hash}\"\n"),
-    )
-    .unwrap();
-    path
+    let hash = support::bin::hash_password(pw);
+    support::bin::users_file(dir, &[("carol", "admin", &hash)])
 }
 
 fn keygen(dir: &Path) {
@@ -132,7 +37,7 @@ fn keygen(dir: &Path) {
 }
 
 /// `keygen --keys dir` with `args`, which must succeed.
-fn keygen_with(dir: &Path, args: &[&str]) -> std::process::Output {
+fn keygen_with(dir: &Path, args: &[&str]) -> Output {
     let out = run(cmd().arg("keygen").args(args).arg("--keys").arg(dir));
     assert!(out.status.success(), "{}", text(&out.stderr));
     out
@@ -187,12 +92,11 @@ fn hash_password_from_stdin_prints_a_verifiable_owasp_argon2id_hash() {
 fn hash_password_refuses_an_empty_password() {
     for input in [&b"\n"[..], b"", b"\r\n"] {
         let out = hash_password_with_stdin(input);
-        assert!(!out.status.success());
+        let err = refused(&out);
         assert!(out.stdout.is_empty());
         assert!(
-            text(&out.stderr).contains("password too short: 0 bytes, at least 8 needed"),
-            "{}",
-            text(&out.stderr)
+            err.contains("password too short: 0 bytes, at least 8 needed"),
+            "{err}"
         );
     }
 }
@@ -200,18 +104,18 @@ fn hash_password_refuses_an_empty_password() {
 #[test]
 fn hash_password_refuses_passwords_outside_8_to_1024_bytes() {
     let seven = hash_password_with_stdin(b"1234567\n");
-    assert!(!seven.status.success() && seven.stdout.is_empty());
+    let err = refused(&seven);
+    assert!(seven.stdout.is_empty());
     assert!(
-        text(&seven.stderr).contains("password too short: 7 bytes, at least 8 needed"),
-        "{}",
-        text(&seven.stderr)
+        err.contains("password too short: 7 bytes, at least 8 needed"),
+        "{err}"
     );
     let long = hash_password_with_stdin(format!("{}\n", "x".repeat(1025)).as_bytes());
-    assert!(!long.status.success() && long.stdout.is_empty());
+    let err = refused(&long);
+    assert!(long.stdout.is_empty());
     assert!(
-        text(&long.stderr).contains("password too long: more than 1024 bytes"),
-        "{}",
-        text(&long.stderr)
+        err.contains("password too long: more than 1024 bytes"),
+        "{err}"
     );
     // The bounds themselves are allowed (bytes, not characters: four 2-byte letters are 8).
     for ok in ["12345678".to_owned(), "éééé".to_owned(), "x".repeat(1024)] {
@@ -267,7 +171,7 @@ fn keygen_writes_a_private_key_file_and_keys_list_shows_id_and_primary_but_no_by
     // A second, non-primary key.
     keygen_not_primary(&dir);
 
-    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
+    let out = keys_list(&dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
     let line = listing
@@ -322,7 +226,7 @@ fn keys_list_shows_each_key_files_age_from_its_modification_time() {
         .set_modified(std::time::SystemTime::now() - set_back)
         .unwrap();
 
-    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
+    let out = keys_list(&dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
     // Whole seconds, so the listed age lies between the age set and that plus the time since.
@@ -348,13 +252,8 @@ fn keygen_refuses_to_overwrite_an_existing_key() {
     let tmp = tempfile::tempdir().unwrap();
     let args = ["keygen", "--id", "k1", "--keys"];
     assert!(run(cmd().args(args).arg(tmp.path())).status.success());
-    let out = run(cmd().args(args).arg(tmp.path()));
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("already exists"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = refused(&run(cmd().args(args).arg(tmp.path())));
+    assert!(err.contains("already exists"), "{err}");
 }
 
 #[test]
@@ -363,13 +262,11 @@ fn serve_production_with_an_empty_key_dir_refuses_with_a_clear_message() {
     let keys = tmp.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
     let users = users_file(tmp.path(), "carol-password");
-    let out = run(cmd()
+    let err = refused(&run(cmd()
         .args(["serve", "--production", "--listen", "127.0.0.1:0", "--keys"])
         .arg(&keys)
         .arg("--users")
-        .arg(&users));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+        .arg(&users)));
     assert!(
         err.contains("refusing to start with --production") && err.contains("no session keys"),
         "{err}"
@@ -387,11 +284,9 @@ fn serve_production_without_a_users_file_refuses() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     keygen(&keys);
-    let out = run(cmd()
+    let err = refused(&run(cmd()
         .args(["serve", "--production", "--listen", "127.0.0.1:0", "--keys"])
-        .arg(&keys));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+        .arg(&keys)));
     assert!(
         err.contains("refusing to start with --production") && err.contains("no --users file"),
         "{err}"
@@ -402,7 +297,7 @@ fn serve_production_without_a_users_file_refuses() {
 fn serve_production_reports_every_problem_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let out = run(cmd()
+    let err = refused(&run(cmd()
         .args([
             "serve",
             "--production",
@@ -411,9 +306,7 @@ fn serve_production_reports_every_problem_at_once() {
             "127.0.0.1:0",
             "--keys",
         ])
-        .arg(&keys));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+        .arg(&keys)));
     for part in [
         "no --users file",
         "--insecure-dev-cookies",
@@ -437,7 +330,7 @@ fn bad_durations_are_refused_with_the_flag_and_an_example() {
 
 #[test]
 fn contradictory_timeouts_are_refused_naming_the_flags() {
-    let out = run(cmd().args([
+    let err = refused(&run(cmd().args([
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -445,9 +338,7 @@ fn contradictory_timeouts_are_refused_naming_the_flags() {
         "1m",
         "--renew-after",
         "2m",
-    ]));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    ])));
     assert!(
         err.contains("--renew-after (2m) must be shorter than --idle-timeout (1m)"),
         "{err}"
@@ -481,51 +372,23 @@ fn bad_redis_url_is_refused() {
     );
 }
 
-/// Waits for the server to write its bound address.
-fn wait_for_port_file(path: &Path, child: &mut ChildGuard) -> SocketAddr {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            return s.trim().parse().unwrap();
-        }
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!("server exited early ({status}): {}", child.stderr());
-        }
-        assert!(Instant::now() < deadline, "no port file");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `serve` on a free loopback port with the key directory `dir/keys` (generated there).
+fn serve_in(dir: &Path) -> Server {
+    Server::builder().keys(dir.join("keys")).start()
 }
 
-/// `serve` on a free loopback port with a fresh key directory under `dir`, stderr piped for
-/// the log; returns it once it listens.
-fn serve_in(dir: &Path) -> (ChildGuard, SocketAddr) {
-    serve_with(dir, &["--keys".as_ref(), dir.join("keys").as_os_str()])
-}
-
-/// `serve ARGS` on a free loopback port (port file under `dir`), stderr piped for the log;
-/// returns it once it listens.
-fn serve_with(dir: &Path, args: &[&OsStr]) -> (ChildGuard, SocketAddr) {
-    let port_file = dir.join("addr");
-    let _ = std::fs::remove_file(&port_file);
-    let mut child = ChildGuard(
-        cmd()
-            .args(["serve", "--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = wait_for_port_file(&port_file, &mut child);
-    (child, addr)
+/// Stops a server with SIGTERM; returns its log once it has exited (zero).
+fn stop(server: Server) -> String {
+    let Stopped { status, logs } = server.stop();
+    assert!(status.success(), "{status}: {logs}");
+    logs
 }
 
 #[test]
 fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut child, addr) = serve_in(tmp.path());
+    let server = serve_in(tmp.path());
+    let addr = server.addr;
 
     let (status, head, body) = http_get(addr, "/healthz");
     assert_eq!(status, 200, "{head}");
@@ -545,15 +408,7 @@ fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
     );
     assert!(body.contains("id=\"login-button\""));
 
-    let kill = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait_timeout(Duration::from_secs(15));
-    let err = child.stderr();
-    assert!(status.success(), "{status}: {err}");
+    let err = stop(server);
     // Development conveniences are announced.
     assert!(err.contains("generated one"), "{err}");
     assert!(err.contains("demo users"), "{err}");
@@ -570,18 +425,11 @@ fn serve_answers_healthz_and_the_page_then_exits_zero_on_sigterm() {
 #[test]
 fn serve_exits_zero_on_sigint_after_stopping_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mut child, addr) = serve_in(tmp.path());
-    assert_eq!(http_get(addr, "/healthz").0, 200);
+    let server = serve_in(tmp.path());
+    assert_eq!(http_get(server.addr, "/healthz").0, 200);
 
     // Ctrl-C in a terminal: SIGINT, not SIGTERM.
-    let kill = Command::new("kill")
-        .arg("-INT")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait_timeout(Duration::from_secs(15));
-    let err = child.stderr();
+    let Stopped { status, logs: err } = server.interrupt();
     // Killed by the signal's default action, the process would have no exit code.
     assert_eq!(status.code(), Some(0), "{status}: {err}");
     // The interrupt is logged, connections drain, and the last line says it stopped.
@@ -607,62 +455,25 @@ fn serve_exits_zero_on_sigint_after_stopping_cleanly() {
 fn serve_takes_keys_from_the_environment_over_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let port_file = tmp.path().join("addr");
     let users = users_file(tmp.path(), "carol-password");
     // 32 zero bytes: fine for a test, never for a deployment.
     let env_keys = format!("envk:{}", "A".repeat(43) + "=");
-    let mut child = ChildGuard(
-        cmd()
-            .env("SEALED_SESSIONS_KEYS", env_keys)
-            .env("SEALED_SESSIONS_LOG_FORMAT", "json")
-            .args([
-                "serve",
-                "--production",
-                "--listen",
-                "127.0.0.1:0",
-                "--port-file",
-            ])
-            .arg(&port_file)
-            .arg("--keys")
-            .arg(&keys)
-            .arg("--users")
-            .arg(&users)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let addr = wait_for_port_file(&port_file, &mut child);
-    assert_eq!(http_get(addr, "/healthz").0, 200);
+    let server = Server::builder()
+        .keys(&keys)
+        .env("SEALED_SESSIONS_KEYS", env_keys)
+        .env("SEALED_SESSIONS_LOG_FORMAT", "json")
+        .arg("--production")
+        .arg("--users")
+        .arg(&users)
+        .start();
+    assert_eq!(http_get(server.addr, "/healthz").0, 200);
     assert!(!keys.exists(), "the key directory was touched");
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.wait_timeout(Duration::from_secs(15));
-    let err = child.stderr();
-    assert!(status.success(), "{status}: {err}");
+    let err = stop(server);
     // JSON logs, one object per line.
     for line in err.lines().filter(|l| !l.is_empty()) {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
     assert!(err.contains("SEALED_SESSIONS_KEYS"), "{err}");
-}
-
-/// Stops a server with SIGTERM; returns its log once it has exited (zero).
-fn stop(mut child: ChildGuard) -> String {
-    let kill = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait_timeout(Duration::from_secs(15));
-    let err = child.stderr();
-    assert!(status.success(), "{status}: {err}");
-    err
 }
 
 #[test]
@@ -674,19 +485,16 @@ fn serve_production_refuses_a_cookie_name_without_the_host_prefix() {
     let args = |name: &'static str| -> Vec<&OsStr> {
         vec![
             "--production".as_ref(),
-            "--keys".as_ref(),
-            keys.as_os_str(),
             "--users".as_ref(),
             users.as_os_str(),
             "--cookie-name".as_ref(),
             name.as_ref(),
         ]
     };
-    let out = run(cmd()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args("sid")));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = refused(&run(cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+        .arg(&keys)
+        .args(args("sid"))));
     assert!(
         err.contains("refusing to start with --production")
             && err.contains("--cookie-name \"sid\"")
@@ -694,9 +502,9 @@ fn serve_production_refuses_a_cookie_name_without_the_host_prefix() {
         "{err}"
     );
 
-    let (child, addr) = serve_with(tmp.path(), &args("__Host-x"));
-    assert_eq!(http_get(addr, "/healthz").0, 200);
-    stop(child);
+    let server = Server::builder().keys(&keys).args(args("__Host-x")).start();
+    assert_eq!(http_get(server.addr, "/healthz").0, 200);
+    stop(server);
 }
 
 #[cfg(unix)]
@@ -708,12 +516,11 @@ fn serve_refuses_a_key_directory_others_can_write_to() {
     keygen(&keys);
     let chmod =
         |m: u32| std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(m)).unwrap();
-    let args = ["--keys".as_ref(), keys.as_os_str()];
 
     chmod(0o777);
-    let out = run(cmd().args(["serve", "--listen", "127.0.0.1:0"]).args(args));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = refused(&run(cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+        .arg(&keys)));
     assert!(
         err.contains(&format!("key directory {} has mode 0777", keys.display()))
             && err.contains(&format!("chmod go-w {}", keys.display()))
@@ -722,14 +529,15 @@ fn serve_refuses_a_key_directory_others_can_write_to() {
     );
 
     // The flag accepts it, saying so.
-    let mut loose = args.to_vec();
-    loose.push("--danger-allow-loose-key-permissions".as_ref());
-    let (child, addr) = serve_with(tmp.path(), &loose);
-    assert_eq!(http_get(addr, "/healthz").0, 200);
-    assert!(stop(child).contains("directory they can write to"));
+    let server = Server::builder()
+        .keys(&keys)
+        .arg("--danger-allow-loose-key-permissions")
+        .start();
+    assert_eq!(http_get(server.addr, "/healthz").0, 200);
+    assert!(stop(server).contains("directory they can write to"));
 
     chmod(0o700);
-    let (child, addr) = serve_with(tmp.path(), &args);
-    assert_eq!(http_get(addr, "/healthz").0, 200);
-    stop(child);
+    let server = Server::builder().keys(&keys).start();
+    assert_eq!(http_get(server.addr, "/healthz").0, 200);
+    stop(server);
 }

@@ -459,7 +459,7 @@ fn keys_list_lists_what_it_refuses_and_shows_environment_keys() {
     put_key(&dir, "k1", 0o600);
     put_key(&dir, "k2", 0o644);
     std::fs::write(dir.join("PRIMARY"), "k2\n").unwrap();
-    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
+    let out = support::bin::keys_list(&dir);
     assert!(!out.status.success());
     let listing = text(&out.stdout);
     assert!(
@@ -519,7 +519,7 @@ fn keygen_next_to_a_lone_key_keeps_it_primary_so_the_directory_still_loads() {
         "{}",
         text(&out.stdout)
     );
-    let out = run(cmd().args(["keys", "list", "--keys"]).arg(&dir));
+    let out = support::bin::keys_list(&dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listing = text(&out.stdout);
     assert!(
@@ -605,6 +605,24 @@ fn revoke(redis: &str, args: &[&str]) -> Output {
     run(cmd().args(["revoke", "--redis", redis]).args(args))
 }
 
+/// A dev server syncing through the Redis at `url`, under `prefix` if given (else the default).
+fn synced_server(work: &Path, url: &str, prefix: Option<&str>) -> Server {
+    let mut extra = vec![OsStr::new("--redis"), OsStr::new(url)];
+    if let Some(prefix) = prefix {
+        extra.extend([OsStr::new("--redis-prefix"), OsStr::new(prefix)]);
+    }
+    dev_server(work, "s", &extra)
+}
+
+/// The command printed no warning.
+fn assert_no_warning(out: &Output) {
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// Waits (bounded) until `cookie` is refused with 401 REVOKED.
 fn until_revoked(server: &Server, cookie: &str) {
     eventually("cookie refused as REVOKED", Duration::from_secs(10), || {
@@ -624,18 +642,14 @@ fn revoke_user_logs_the_user_out_everywhere_through_redis() {
     };
     let url = redis.url();
     let tmp = tempfile::tempdir().unwrap();
-    let server = dev_server(tmp.path(), "s", &["--redis".as_ref(), url.as_ref()]);
+    let server = synced_server(tmp.path(), &url, None);
     let phone = login(server.addr, "alice", "alice-password");
     let laptop = login(server.addr, "alice", "alice-password");
     let admin = login(server.addr, "admin", "admin-password");
 
     let out = revoke(&url, &["--user", "alice"]);
     let v = json(&out);
-    assert!(
-        !text(&out.stderr).contains("warning"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_no_warning(&out);
     assert_eq!(v["revoked"], "user");
     assert_eq!(v["user"], "alice");
     assert!(v["version"].as_u64().unwrap() > 0, "{v}");
@@ -659,13 +673,7 @@ fn revoke_session_revokes_that_session_only_under_the_servers_prefix() {
     };
     let url = redis.url();
     let tmp = tempfile::tempdir().unwrap();
-    let extra: [&OsStr; 4] = [
-        "--redis".as_ref(),
-        url.as_ref(),
-        "--redis-prefix".as_ref(),
-        "tenant-a".as_ref(),
-    ];
-    let server = dev_server(tmp.path(), "s", &extra);
+    let server = synced_server(tmp.path(), &url, Some("tenant-a"));
     let stolen = login(server.addr, "alice", "alice-password");
     let other = login(server.addr, "alice", "alice-password");
     let sid = me(server.addr, &stolen).json()["session_id"]
@@ -685,11 +693,7 @@ fn revoke_session_revokes_that_session_only_under_the_servers_prefix() {
         ],
     );
     let v = json(&out);
-    assert!(
-        !text(&out.stderr).contains("warning"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_no_warning(&out);
     assert_eq!(v["revoked"], "session");
     assert_eq!(v["session_id"], sid.as_str());
     let until = humantime::parse_rfc3339(v["until"].as_str().unwrap()).unwrap();
@@ -712,13 +716,7 @@ fn revoke_warns_when_the_prefix_holds_no_stream() {
     };
     let url = redis.url();
     let tmp = tempfile::tempdir().unwrap();
-    let extra: [&OsStr; 4] = [
-        "--redis".as_ref(),
-        url.as_ref(),
-        "--redis-prefix".as_ref(),
-        "tenant-a".as_ref(),
-    ];
-    let server = dev_server(tmp.path(), "s", &extra);
+    let server = synced_server(tmp.path(), &url, Some("tenant-a"));
     let cookie = login(server.addr, "alice", "alice-password");
 
     let out = revoke(&url, &["--redis-prefix", "tenant-b", "--user", "alice"]);
@@ -736,11 +734,7 @@ fn revoke_warns_when_the_prefix_holds_no_stream() {
     // The servers' prefix, before any revocation was made under it: no warning.
     let out = revoke(&url, &["--redis-prefix", "tenant-a", "--user", "alice"]);
     assert_eq!(json(&out)["revoked"], "user");
-    assert!(
-        !text(&out.stderr).contains("warning"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_no_warning(&out);
     until_revoked(&server, &cookie);
 }
 

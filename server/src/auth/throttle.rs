@@ -38,11 +38,11 @@
 //!   table when it is let through, and when none is left that attempt is refused — the throttle
 //!   fails closed for that username until a lock expires — instead of evicting anyone's lock.
 //!
-//! Measured 2026-12-02 on a shared 2-core machine (`cargo test --release -p
-//! sealed-sessions-server --lib auth::throttle::tests::memory -- --ignored --nocapture`, growth
-//! of the resident set): about 1 KB per username with its counter, its address's counter and its lock, of which the lock is
-//! 140 bytes. At the defaults the worst case is thus about 100 MB (both tables full and 100 000
-//! locks), and a lock table full of live locks alone is 14 MB.
+//! Measured 2026-12-02 on a shared 2-core machine, as growth of the resident set (`cargo run
+//! --release -p sealed-sessions-bench --example throttle_memory` measures it): about 1 KB per
+//! username with its counter, its address's counter and its lock, of which the lock is 140 bytes.
+//! At the defaults the worst case is thus about 100 MB (both tables full and 100 000 locks), and
+//! a lock table full of live locks alone is 14 MB.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -824,62 +824,6 @@ mod tests {
             );
         }
         assert!(!locks.until.is_empty());
-    }
-
-    /// Resident memory per entry, measured, not asserted: run alone, in release, with
-    /// `cargo test --release -p sealed-sessions-server --lib auth::throttle::tests::memory --
-    /// --ignored --nocapture`. Fills the counter tables and the lock table with `N` entries each.
-    #[test]
-    #[ignore = "a measurement: run alone, see the doc comment"]
-    fn memory_per_entry() {
-        const N: u32 = 100_000;
-        let rss = || {
-            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-            let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
-            pages * 4096
-        };
-        let t = LoginThrottle::new(ThrottleConfig {
-            window: WINDOW,
-            max_failures_per_user: 1,
-            max_failures_per_ip: 1,
-            max_capacity: u64::from(N),
-            max_locked_users: N as usize,
-        });
-        let t0 = Instant::now();
-        let before = rss();
-        for i in 0..N {
-            // One failure locks the username (per-user limit 1) and its address (per-IP 1).
-            fail(
-                &t,
-                &format!("user-{i}"),
-                IpAddr::from((i + 1).to_be_bytes()),
-                t0,
-            );
-        }
-        t.by_user.run_pending_tasks();
-        t.by_ip.run_pending_tasks();
-        let after = rss();
-        let locks = t.locks.lock().until.len();
-        println!(
-            "{N} usernames locked from {N} addresses: {} user counters, {} address counters, {locks} \
-             locks; RSS grew {} KiB, {} bytes per username (its counter, its address's counter, \
-             its lock)",
-            t.by_user.entry_count(),
-            t.by_ip.entry_count(),
-            (after - before) / 1024,
-            (after - before) / u64::from(N),
-        );
-        let before = rss();
-        let mut l = Locks::default();
-        for i in 0..N {
-            l.reserved += 1;
-            l.lock(user_key(&i.to_string()), t0 + WINDOW);
-        }
-        println!(
-            "lock table alone: {} entries, {} bytes per lock",
-            l.until.len(),
-            (rss() - before) / u64::from(N)
-        );
     }
 
     #[test]

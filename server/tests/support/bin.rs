@@ -131,3 +131,8 @@ pub(crate) fn keygen(dir: &Path) -> PathBuf {
     );
     dir.join("k1.key")
 }
+
+/// `keys list --keys dir`, which may fail.
+pub(crate) fn keys_list(dir: &Path) -> Output {
+    run(cmd().args(["keys", "list", "--keys"]).arg(dir))
+}

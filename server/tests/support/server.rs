@@ -21,7 +21,7 @@ use super::http::{Conn, Resp};
 /// Startup hashes the demo passwords (argon2id); a loaded machine may take a while.
 const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 
-/// How long [`Server::stop`] waits after SIGTERM.
+/// How long [`Server::stop`] and [`Server::interrupt`] wait after the signal.
 const STOP_LIMIT: Duration = Duration::from_secs(15);
 
 /// Starts `sealed-sessions serve` with a fresh key directory and `args`.
@@ -200,10 +200,24 @@ impl Server {
     }
 
     /// Stops the server the way an operator would (SIGTERM) and waits (bounded) for it to exit.
-    pub(crate) fn stop(mut self) -> Stopped {
+    pub(crate) fn stop(self) -> Stopped {
+        self.signal("TERM")
+    }
+
+    /// Stops the server as Ctrl-C in a terminal would (SIGINT) and waits (bounded) for it to
+    /// exit.
+    pub(crate) fn interrupt(self) -> Stopped {
+        self.signal("INT")
+    }
+
+    /// Sends SIG`name` and waits (bounded) for the process to exit.
+    fn signal(mut self, name: &str) -> Stopped {
         let pid = self.child_mut().id().to_string();
-        let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(kill.success(), "kill -TERM {pid}: {kill}");
+        let kill = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success(), "kill -{name} {pid}: {kill}");
         let deadline = Instant::now() + STOP_LIMIT;
         let status = loop {
             if let Some(status) = self.child_mut().try_wait().unwrap() {
@@ -212,7 +226,7 @@ impl Server {
             // Drop kills it.
             assert!(
                 Instant::now() < deadline,
-                "{} did not stop within {STOP_LIMIT:?} of SIGTERM",
+                "{} did not stop within {STOP_LIMIT:?} of SIG{name}",
                 self.name
             );
             std::thread::sleep(Duration::from_millis(20));
