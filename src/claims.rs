@@ -246,7 +246,10 @@ impl ClaimsHead {
     /// encoding of `data`). Accepts and refuses exactly what `postcard::take_from_bytes` does for
     /// this struct, with the same errors (a test compares the two on valid, cut and corrupted
     /// encodings), but reads the fields directly rather than through serde's visitors: this runs
-    /// on every validation.
+    /// on every validation. What it buys, measured: a typical claims decode takes 100 ns this way
+    /// against 131 ns through `postcard::from_bytes::<Claims<T>>`, 31 ns of the ~725 ns validate
+    /// (medians; 2026-12-03, 2-core shared Intel Xeon; `cargo run --release -p
+    /// sealed-sessions-bench --example hand_paths`).
     pub(crate) fn take_from(bytes: &[u8]) -> Result<(ClaimsHead, &[u8]), postcard::Error> {
         let mut r = Reader(bytes);
         let head = ClaimsHead {

@@ -68,8 +68,14 @@ fn alternate(reps: u32, mut a: impl FnMut(), mut b: impl FnMut()) -> ((f64, f64)
 
 fn report(name: &str, hand: (f64, f64), serde: (f64, f64)) {
     println!("{name}");
-    println!("  hand-written  min {:6.0} ns  median {:6.0} ns", hand.0, hand.1);
-    println!("  serde         min {:6.0} ns  median {:6.0} ns", serde.0, serde.1);
+    println!(
+        "  hand-written  min {:6.0} ns  median {:6.0} ns",
+        hand.0, hand.1
+    );
+    println!(
+        "  serde         min {:6.0} ns  median {:6.0} ns",
+        serde.0, serde.1
+    );
     println!(
         "  saved per call: {:.0} ns (median); serde / hand-written {:.2} (median)",
         serde.1 - hand.1,

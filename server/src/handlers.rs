@@ -231,8 +231,11 @@ async fn login(
 /// "session_id":…,"user":…}` (alphabetical, as `json!` wrote it). `expires_at` is the absolute
 /// expiry; `idle_expires_at` is when the session idles out without another request. Only the
 /// user id can need escaping; the times, the hex id, the role and the keys are fixed ASCII, so
-/// they are copied rather than run through serde_json's escaper (which cost more than opening
-/// the cookie). A test checks the result against serde_json's own encoding of the same fields.
+/// they are copied rather than run through serde_json's escaper. What it buys, measured: 103 ns
+/// per body against 1,030 ns through `serde_json::to_vec(&json!({…}))`, which cost more than
+/// opening the cookie (medians; 2026-12-03, 2-core shared Intel Xeon; `cargo run --release -p
+/// sealed-sessions-bench --example hand_paths`). A test checks the result against serde_json's
+/// own encoding of the same fields.
 #[doc(hidden)] // pub for `bench/examples/hand_paths.rs` only
 pub fn me_json(c: &sealed_sessions::Claims<UserData>, idle_expires_at: UnixMillis) -> Vec<u8> {
     let mut out = Vec::with_capacity(288);
