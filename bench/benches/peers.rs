@@ -29,19 +29,10 @@ use tower::ServiceExt as _;
 
 const NOW: UnixMillis = UnixMillis(1_767_225_600_000);
 
-#[derive(Clone, Serialize, Deserialize)]
-struct Data {
-    role: String,
-    tenant: u32,
-    theme: String,
-}
+use sealed_sessions_bench::TypicalData as Data;
 
 fn data() -> Data {
-    Data {
-        role: "admin".into(),
-        tenant: 42,
-        theme: "dark".into(),
-    }
+    Data::sample()
 }
 
 /// The same claims, as the JSON-based peers carry them.

@@ -17,17 +17,10 @@ use std::time::Instant;
 use sealed_sessions::__fuzz::fixed_claims_rest_len;
 use sealed_sessions::Claims;
 use sealed_sessions::clock::UnixMillis;
+use sealed_sessions_bench::{TypicalData as Data, min_median as stats};
 use sealed_sessions_server::auth::Role;
 use sealed_sessions_server::handlers::me_json;
 use sealed_sessions_server::state::UserData;
-
-/// The typical session's data, as in `benches/core.rs`.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Data {
-    role: String,
-    tenant: u32,
-    theme: String,
-}
 
 fn claims<T>(data: T) -> Claims<T> {
     Claims {
@@ -41,11 +34,6 @@ fn claims<T>(data: T) -> Claims<T> {
         fingerprint: None,
         data,
     }
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2])
 }
 
 /// Alternates 60 slices of `reps` calls of `a` and of `b`; (min, median) ns per call of each.
@@ -86,12 +74,7 @@ fn report(name: &str, hand: (f64, f64), serde: (f64, f64)) {
 fn main() {
     let reps = 20_000;
 
-    let plain = postcard::to_allocvec(&claims(Data {
-        role: "admin".into(),
-        tenant: 42,
-        theme: "dark".into(),
-    }))
-    .unwrap();
+    let plain = postcard::to_allocvec(&claims(Data::sample())).unwrap();
     let (hand, serde) = alternate(
         reps,
         || {

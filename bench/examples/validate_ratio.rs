@@ -17,17 +17,7 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use sealed_sessions::clock::{ManualClock, UnixMillis};
 use sealed_sessions::{EngineConfig, Key, KeyId, KeyRing, MemoryRevocations, SessionEngine};
 
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct Data {
-    role: String,
-    tenant: u32,
-    theme: String,
-}
-
-fn stats(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[0], v[v.len() / 2])
-}
+use sealed_sessions_bench::{TypicalData as Data, min_median as stats};
 
 /// The 3 KB session: the typical data plus a blob, about as large as a cookie allows.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -104,11 +94,7 @@ fn measure<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
 }
 
 fn main() {
-    let data = Data {
-        role: "admin".into(),
-        tenant: 42,
-        theme: "dark".into(),
-    };
+    let data = Data::sample();
     let typical_engine = engine::<Data>();
     let (token, plain, sealed) = sample(&typical_engine, data.clone());
     let reps = 20_000u32;
