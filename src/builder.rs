@@ -400,11 +400,21 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> SessionsBu
                 let index: Arc<dyn SessionIndex> = Arc::new(
                     RedisSessionIndex::for_config(&config, limit).map_err(BuildError::Index)?,
                 );
-                let revocations: Arc<dyn RevocationBackend> = Arc::new(
-                    RedisRevocations::connect_with_clock(config, self.clock.clone())
-                        .await
-                        .map_err(BuildError::Redis)?,
-                );
+                let target = config.target.clone();
+                let backend = RedisRevocations::connect_with_clock(config, self.clock.clone())
+                    .await
+                    .map_err(BuildError::Redis)?;
+                if backend.ready() {
+                    tracing::info!(redis = %target, "revocation list synced from Redis");
+                } else {
+                    let phase = backend.phase();
+                    tracing::warn!(
+                        redis = %target,
+                        "revocation list not loaded yet ({phase}): sessions are refused with \
+                         503 REVOCATION_STALE until the first replay is done"
+                    );
+                }
+                let revocations: Arc<dyn RevocationBackend> = Arc::new(backend);
                 (revocations, index)
             }
             None => in_process(limit),

@@ -943,3 +943,45 @@ async fn a_change_on_one_node_sees_a_logout_just_made_on_another_even_when_its_r
         );
     }
 }
+
+/// `Sessions::builder().build()` says at startup whether the revocation list is loaded: synced
+/// from a Redis that answers; not loaded yet, naming the phase, from one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_logs_whether_the_revocation_list_was_loaded_at_start() {
+    let Some(redis) = support::redis::start() else {
+        return;
+    };
+    support::log_capture::install();
+    let build = |url: String, wait: Duration| async move {
+        let engine = EngineConfig::default();
+        let mut c = config(&url, engine.absolute_timeout());
+        c.startup_wait = wait;
+        sealed_sessions::Sessions::<()>::builder()
+            .config(engine)
+            .keys(ring())
+            .redis_config(c)
+            .build()
+            .await
+            .unwrap()
+    };
+    let up = build(redis.url(), Duration::from_secs(10)).await;
+    assert!(up.engine().revocations().ready());
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_url = format!("redis://{}", nobody.local_addr().unwrap());
+    drop(nobody);
+    let down = build(down_url.clone(), Duration::from_millis(300)).await;
+    assert!(!down.engine().revocations().ready());
+
+    let logs = support::log_capture::captured();
+    let line =
+        |needle: &str, url: &str| logs.lines().any(|l| l.contains(needle) && l.contains(url));
+    assert!(
+        line("revocation list synced from Redis", &redis.url()),
+        "{logs}"
+    );
+    assert!(
+        line("revocation list not loaded yet (", &down_url)
+            && line("503 REVOCATION_STALE", &down_url),
+        "{logs}"
+    );
+}

@@ -55,12 +55,8 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
         // Handlers first, so a signal that arrives once the port is announced is not fatal.
         let shutdown = shutdown_signal()?;
         let key_options = config.keys.load_options();
-        let (keys, _source) = keys_bootstrap::load_with(
-            env_ring,
-            &config.keys.dir,
-            config.production,
-            &key_options,
-        )?;
+        let (keys, _source) =
+            keys_bootstrap::load_with(env_ring, &config.keys.dir, config.production, &key_options)?;
         let users = load_users(&config).await?;
         // The same prefix for the revocation list and the session index (the builder gives
         // both one configuration): the index publishes its evictions on the list's stream.
@@ -68,7 +64,6 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
             .redis
             .config(engine_config.absolute_timeout())?
             .map(|rc| rc.with_prefix(config.redis_prefix.clone()));
-        let redis_target = redis.as_ref().map(|rc| rc.target.clone());
         let mut builder = Sessions::<UserData>::builder()
             .config(engine_config)
             .keys(keys)
@@ -81,14 +76,6 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
             builder = builder.redis_config(rc);
         }
         let sessions = builder.build().await?;
-        if let Some(target) = redis_target {
-            if sessions.engine().revocations().ready() {
-                info!(redis = %target, "revocation list synced from Redis");
-            } else {
-                // The sync task's own lines say what it waits for (unreachable, replaying…).
-                warn!(redis = %target, "revocation list not loaded yet: session routes answer 503 REVOCATION_STALE until the first replay is done");
-            }
-        }
         let state = AppState::new(
             sessions,
             PasswordVerifier::new(Arc::new(users), config.login_concurrency),
