@@ -375,9 +375,13 @@ impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> SessionsBu
         self
     }
 
-    /// Loads the keys, connects to Redis when given (waiting up to its `startup_wait` for the
-    /// first replay; a node that cannot reach Redis yet still starts, failing closed with
-    /// `REVOCATION_STALE` until it has replayed) and assembles the stack.
+    /// Loads the keys, connects to Redis when given and assembles the stack.
+    ///
+    /// With Redis it waits up to the config's `startup_wait` (3 s by default) for the first
+    /// replay of the stream, and logs whether the list was loaded. A node that cannot reach
+    /// Redis yet still starts, failing closed until it has replayed: validation answers 503
+    /// `REVOCATION_STALE`, and so do logins and guest sessions, whose cookies would be refused
+    /// anyway.
     ///
     /// # Errors
     /// A [`BuildError`] naming what is missing or unusable.
@@ -486,6 +490,13 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn build_waits_three_seconds_for_the_first_replay_by_default() {
+        let c = RedisConfig::new("redis://127.0.0.1:1", Duration::from_secs(60));
+        assert_eq!(c.startup_wait, Duration::from_secs(3));
     }
 
     #[test]

@@ -11,8 +11,46 @@ use crate::rng::{self, RandomError};
 ///
 /// It names a session for revocation; it is not a credential by itself (a cookie is), but it is
 /// still kept out of logs: audit events carry [`SessionId::short_hash`] instead.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Serialized as its 32 hex digits in human-readable formats (JSON: what an API returning
+/// [`SessionEntry`](crate::session_index::SessionEntry) shows), as its 16 bytes in binary
+/// ones (postcard: the token format).
+///
+/// ```
+/// # use sealed_sessions::SessionId;
+/// let id = SessionId::from_bytes([0xab; 16]);
+/// assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", "ab".repeat(16)));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId([u8; 16]);
+
+/// The binary form: exactly what `#[derive(Serialize, Deserialize)]` on `SessionId` writes, so
+/// the token format does not depend on the human-readable form.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "SessionId")]
+struct RawSessionId([u8; 16]);
+
+impl Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            RawSessionId(self.0).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SessionId, D::Error> {
+        if d.is_human_readable() {
+            let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+            SessionId::parse_hex(&s)
+                .ok_or_else(|| serde::de::Error::custom("a session id is 32 hex digits"))
+        } else {
+            RawSessionId::deserialize(d).map(|raw| SessionId(raw.0))
+        }
+    }
+}
 
 impl SessionId {
     /// A fresh id from the OS CSPRNG.
@@ -58,8 +96,8 @@ impl SessionId {
 }
 
 impl SessionId {
-    /// The 32 lowercase hex digits of `Display`, as bytes on the stack (`GET /me` writes the id
-    /// on every call).
+    /// The 32 lowercase hex digits of `Display`, as bytes on the stack (no allocation, for a
+    /// response written on every request).
     pub fn to_hex(&self) -> [u8; 32] {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; 32];
@@ -371,6 +409,18 @@ impl<'a> Reader<'a> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_id_is_hex_in_json_and_its_16_bytes_in_postcard() {
+        let id = SessionId::from_bytes(*b"0123456789abcdef");
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"30313233343536373839616263646566\"");
+        assert_eq!(serde_json::from_str::<SessionId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<SessionId>("\"30\"").is_err());
+        let bin = postcard::to_allocvec(&id).unwrap();
+        assert_eq!(bin, b"0123456789abcdef");
+        assert_eq!(postcard::from_bytes::<SessionId>(&bin).unwrap(), id);
+    }
 
     fn claims<T>(data: T, fingerprint: Option<Fingerprint>) -> Claims<T> {
         Claims {

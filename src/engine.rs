@@ -100,6 +100,12 @@ pub enum EngineError {
     /// ([`SessionEngine::issue_anonymous`]), so a user session cannot have it.
     #[error("a user session needs a non-empty user id")]
     EmptyUserId,
+    /// A session was to be issued while the revocation list is not loaded yet (a Redis-synced
+    /// node still replaying, or never reached Redis). Its cookie would be refused with
+    /// [`Rejection::NotSynced`] on every request, and a login's version read from an incomplete
+    /// list could be below the user's real one, so nothing is issued. Nothing was changed.
+    #[error("revocation list not loaded yet; no session can be issued")]
+    NotSynced,
 }
 
 /// A password change that did not complete (see [`SessionEngine::change_password`]).
@@ -491,7 +497,8 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     ///
     /// # Errors
     /// [`EngineError::Revocation`] (the user's version could not be read);
-    /// [`EngineError::EmptyUserId`] (the empty id is reserved for anonymous sessions).
+    /// [`EngineError::EmptyUserId`] (the empty id is reserved for anonymous sessions);
+    /// [`EngineError::NotSynced`] (the revocation list is not loaded yet).
     pub async fn begin_login(
         &self,
         user_id: impl Into<String>,
@@ -499,6 +506,9 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
         let user_id = user_id.into();
         if user_id.is_empty() {
             return Err(EngineError::EmptyUserId);
+        }
+        if !self.inner.revocations.ready() {
+            return Err(EngineError::NotSynced);
         }
         let version = self.inner.revocations.current_version(&user_id).await?;
         Ok(LoginTicket { user_id, version })
@@ -561,12 +571,16 @@ impl<T: Serialize + DeserializeOwned + Clone> SessionEngine<T> {
     /// unchanged.
     ///
     /// # Errors
-    /// [`EngineError::Seal`] (data too large for a cookie).
+    /// [`EngineError::Seal`] (data too large for a cookie); [`EngineError::NotSynced`] (the
+    /// revocation list is not loaded yet, so its cookie would be refused).
     pub fn issue_anonymous(
         &self,
         data: T,
         fingerprint: Option<Fingerprint>,
     ) -> Result<Issued<T>, EngineError> {
+        if !self.inner.revocations.ready() {
+            return Err(EngineError::NotSynced);
+        }
         let now = self.now();
         let claims = Claims {
             session_id: new_session_id()?,

@@ -22,6 +22,7 @@
 //! | [`EngineError::Revocation`] | 503 | `REVOCATION_UNAVAILABLE` |
 //! | [`EngineError::Anonymous`] | 401 | `NO_SESSION` |
 //! | [`EngineError::EmptyUserId`] | 400 | `BAD_REQUEST` |
+//! | [`EngineError::NotSynced`] (issuing before the revocation list is loaded) | 503 | `REVOCATION_STALE` |
 //! | no session index attached | 500 | `SESSION_INDEX_MISSING` |
 //! | the session index unreachable | 503 | `INDEX_UNAVAILABLE` |
 //! | ending a session that is not one of the user's | 404 | `NOT_FOUND` |
@@ -174,6 +175,9 @@ fn classify(failure: Failure<'_>) -> (StatusCode, &'static str, Cow<'static, str
         Failure::Engine(EngineError::Anonymous) => {
             (UNAUTHORIZED, "NO_SESSION", "this needs a signed-in session")
         }
+        Failure::Engine(EngineError::NotSynced) => {
+            return classify(Failure::Rejected(&Rejection::NotSynced));
+        }
         Failure::Engine(EngineError::EmptyUserId) => (
             StatusCode::BAD_REQUEST,
             "BAD_REQUEST",
@@ -235,7 +239,7 @@ impl From<EngineError> for HttpError {
                     "session revoked while its request was in flight"
                 )
             }
-            EngineError::Anonymous | EngineError::EmptyUserId => {
+            EngineError::Anonymous | EngineError::EmptyUserId | EngineError::NotSynced => {
                 tracing::debug!(code = err.code, error = %e, "session operation refused")
             }
         }

@@ -291,7 +291,10 @@ impl<T: SessionData> Session<T> {
     /// [`Session::logout`].
     ///
     /// # Errors
-    /// 503 `REVOCATION_UNAVAILABLE` as for [`Session::logout`] (the cookie is still cleared).
+    /// 503 `REVOCATION_UNAVAILABLE` when the shared store did not take the user's new version:
+    /// unlike [`Session::logout`], which never fails, the caller learns of it, because the
+    /// user's sessions on other nodes stay valid until the backend's retry reaches the store
+    /// (this node enforces it at once; the cookie is still cleared).
     pub async fn logout_everywhere(self) -> Result<(), HttpError> {
         if self.is_anonymous() {
             return self.logout().await;

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`token`]: the cookie value, byte for byte; seal and open.
-//! - `aead`: XChaCha20-Poly1305 from HChaCha20 and ring's ChaCha20-Poly1305.
+//! - `aead` (internal): XChaCha20-Poly1305 from HChaCha20 and ring's ChaCha20-Poly1305.
 //! - [`claims`]: what a token carries; [`SessionId`], [`Fingerprint`], [`RawData`] (undecoded data).
 //! - [`keys`]: key ids, keys (zeroized), the key ring and its directory format.
 //! - [`engine`]: [`SessionEngine`], the lifecycle (issue, validate, renew, regenerate, logout,
@@ -51,6 +51,12 @@
 // docs.rs builds with `--cfg docsrs` (Cargo.toml's `[package.metadata.docs.rs]`): each
 // feature-gated item then says which feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+//!
+//! # Logging
+//! The library logs through `tracing`: whether the revocation list was loaded from Redis at
+//! start and each change of its sync state, audit events on the `sealed_sessions::audit`
+//! target, and warnings such as a server without `ConnectInfo`. Nothing is printed until the
+//! application installs a subscriber, e.g. `tracing_subscriber::fmt::init()`.
 //!
 //! # HTTP
 //! [`SessionLayer`] validates the cookie once per request; the [`extract`] types hand the result

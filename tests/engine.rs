@@ -850,6 +850,37 @@ fn validation_fails_closed_while_the_revocation_list_is_not_loaded() {
     ));
 }
 
+/// A node that has not loaded its revocation list issues nothing: the cookie would be refused
+/// on every request, and a login's version read from an incomplete list could be below the
+/// user's real one (a login that a logout everywhere elsewhere should have outlived).
+#[test]
+fn no_session_is_issued_while_the_revocation_list_is_not_loaded() {
+    let (id, k) = key("k1", 1);
+    let loading: SessionEngine<String> = SessionEngine::with_parts(
+        EngineConfig::default(),
+        KeyRing::single(id, k),
+        Arc::new(Replicated::new(false)),
+        Arc::new(sealed_sessions::clock::SystemClock),
+    );
+    assert!(matches!(
+        block_on(loading.begin_login("alice")),
+        Err(EngineError::NotSynced)
+    ));
+    assert!(matches!(
+        block_on(loading.issue("alice", String::new(), None)),
+        Err(EngineError::NotSynced)
+    ));
+    assert!(matches!(
+        loading.issue_anonymous(String::new(), None),
+        Err(EngineError::NotSynced)
+    ));
+    let http = sealed_sessions::HttpError::from(EngineError::NotSynced);
+    assert_eq!(
+        (http.status().as_u16(), http.code()),
+        (503, "REVOCATION_STALE")
+    );
+}
+
 /// The README's shell line for a first key ("A key first") makes a directory the loader accepts:
 /// base64 of 32 bytes, owner-only file and directory.
 #[cfg(unix)]
