@@ -197,7 +197,6 @@ pub(crate) mod tests {
             },
             None,
         )
-        .unwrap()
     }
 
     async fn body_text(resp: Response) -> String {

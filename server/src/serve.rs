@@ -85,7 +85,7 @@ pub fn serve(config: ServeConfig, env_keys: EnvKeys) -> anyhow::Result<()> {
                 read_timeout: config.body_read_timeout,
             },
             config.max_staleness,
-        )?;
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

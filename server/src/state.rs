@@ -66,19 +66,16 @@ pub struct BodyLimits {
 impl AppState {
     /// State over the engine and the layer of `sessions` (built with
     /// [`Sessions::builder`], which attaches the session index to the layer).
-    ///
-    /// # Errors
-    /// None today.
     pub fn new(
         sessions: Sessions<UserData>,
         verifier: PasswordVerifier,
         throttle: LoginThrottle,
         body: BodyLimits,
         max_staleness: Option<Duration>,
-    ) -> anyhow::Result<AppState> {
+    ) -> AppState {
         // The recorder is installed before the first request is counted.
         prometheus::handle();
-        Ok(AppState(Arc::new(AppStateInner {
+        AppState(Arc::new(AppStateInner {
             engine: sessions.engine().clone(),
             layer: sessions.layer(),
             verifier,
@@ -86,7 +83,7 @@ impl AppState {
             max_body_bytes: body.max_bytes,
             body_read_timeout: body.read_timeout,
             max_staleness,
-        })))
+        }))
     }
 
     /// The user store (through the verifier, which owns it).
